@@ -1,0 +1,1 @@
+"""Channel/weight importance criteria: Torch-Pruning's built-ins plus HARP, HYDRA and LWM."""
