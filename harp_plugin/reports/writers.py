@@ -1,0 +1,47 @@
+"""Writes a run's report.json, report.md and plot atomically into the run directory."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from harp_plugin.reports.plot import plot_comparison
+from harp_plugin.reports.table import comparison_rows, format_markdown
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Readers never see a half-written report: write beside it, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_run_report(report, out_dir: Path) -> dict[str, Path]:
+    """report.json (everything), report.md (the table and settings), comparison.png."""
+    out_dir = Path(out_dir)
+    written = {"json": write_text_atomic(out_dir / "report.json", json.dumps(report.to_dict(), indent=2))}
+    config = report.config
+    markdown = [
+        f"# harp-plugin run: {config['method']} pruning of {config['model']} on {config['dataset']}",
+        "",
+        f"Pruning ratio {config['pruning_ratio']:.0%} of channels, eps = {config['eps']}, "
+        f"training loss {config['train_loss']}, seed {config['seed']}, device {report.device}.",
+        "",
+        format_markdown(comparison_rows(report.dense, report.pruned)),
+        "",
+        "Wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()),
+    ]
+    markdown += [f"\nNote: {note}" for note in report.notes]
+    written["markdown"] = write_text_atomic(out_dir / "report.md", "\n".join(markdown) + "\n")
+    plot = plot_comparison(report.dense, report.pruned, out_dir / "comparison.png")
+    if plot is not None:
+        written["plot"] = plot
+    return written
