@@ -21,3 +21,16 @@ def test_builtin_factories_score_every_channel() -> None:
     assert isinstance(table["magnitude"](), tp.importance.Importance)
     assert table["magnitude"](p=1)(group).shape == (4,)
     assert table["random"]()(group).shape == (4,)
+
+
+def test_learned_importances_and_gamma_schedule_are_registered() -> None:
+    from harp_plugin.importance import HarpImportance
+    from harp_plugin.importance.taylor import AdversarialTaylorImportance
+    from harp_plugin.schedulers import IncrementalGamma
+
+    table = plugin.harp_importances()
+    for name in ("harp", "hydra", "lwm"):
+        importance = table[name](0.5)
+        assert isinstance(importance, HarpImportance) and importance.method == name
+    assert isinstance(table["adv-taylor"](), AdversarialTaylorImportance)
+    assert isinstance(plugin.harp_schedulers()["harp-gamma"](gamma0=0.1), IncrementalGamma)
