@@ -1,7 +1,6 @@
 """Adversarial Taylor: Torch-Pruning's Taylor criterion on the adversarial loss's gradients."""
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import torch
@@ -16,8 +15,9 @@ from harp_plugin.robust.losses import TrainingLoss
 class AdversarialTaylorImportance(tp.importance.GroupTaylorImportance):
     """|θ·∂L_adv/∂θ| per channel, with ∂L_adv/∂θ summed over ``batches`` adversarial batches.
 
-    ``fit`` leaves the gradients in ``.grad``; pruning must follow before anything else
-    touches them. Used without ``fit`` it refuses, rather than reading stale or no gradients.
+    ``fit`` leaves the gradients in ``.grad`` (any caller that accumulates them itself works
+    too); pruning must follow before anything else touches them. A layer without a gradient
+    is an error rather than a silent zero score.
     """
 
     def __init__(self, batches: int = 4, **kwargs: Any) -> None:
@@ -25,12 +25,14 @@ class AdversarialTaylorImportance(tp.importance.GroupTaylorImportance):
         if batches < 1:
             raise ValueError(f"batches must be >= 1, got {batches}")
         self.batches = batches
-        self._model: weakref.ref[nn.Module] | None = None
 
     def fit(self, model: nn.Module, train_loader: DataLoader, *, loss: TrainingLoss) -> None:
-        """Accumulate the adversarial loss's gradients over the first ``batches`` batches."""
+        """Accumulate the adversarial loss's gradients over the first ``batches`` batches.
+
+        The model is scored in eval mode, so BN running statistics do not drift.
+        """
         was_training = model.training
-        model.train()
+        model.eval()
         model.zero_grad(set_to_none=True)
         try:
             for index, (inputs, labels) in enumerate(train_loader):
@@ -39,19 +41,13 @@ class AdversarialTaylorImportance(tp.importance.GroupTaylorImportance):
                 loss(model, inputs, labels).backward()
         finally:
             model.train(was_training)
-        self._model = weakref.ref(model)
 
     def __call__(self, group: tp.Group, **kwargs: Any) -> torch.Tensor:
-        if self._model is None:
-            raise NotFittedError(
-                "AdversarialTaylorImportance needs the adversarial loss's gradients: call "
-                "imp.fit(model, train_loader, loss=...) before pruner.step()"
-            )
         for item in group.items:
             layer = item.dep.target.module
             if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.grad is None:
                 raise NotFittedError(
-                    f"layer {item.dep.target.name} has no gradient: AdversarialTaylorImportance was "
-                    "fitted to another model, or the gradients were cleared before pruning"
+                    f"layer {item.dep.target.name} has no gradient: call imp.fit(model, train_loader, "
+                    "loss=...) on this model before pruner.step() (and do not clear the gradients)"
                 )
         return super().__call__(group)
