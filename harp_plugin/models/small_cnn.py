@@ -23,7 +23,7 @@ def small_cnn(
     """
     if input_size < 4:
         raise ValueError(f"small_cnn needs input_size >= 4, got {input_size}")
-    reduced = -(-(-(-input_size // 2)) // 2)  # two stride-2 convs with padding 1, ceil each time
+    reduced = ((input_size + 1) // 2 + 1) // 2  # a 3×3, stride-2, padding-1 conv gives ceil(n / 2)
     return nn.Sequential(
         InputNormalization(per_channel(mean, in_channels), per_channel(std, in_channels)),
         _conv_bn_relu(in_channels, width, stride=1),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
@@ -17,6 +17,8 @@ class RunConfig:
     dataset: str = "mnist5k"
     data_dir: str | None = None
     download: bool = False
+    max_train: int | None = None
+    max_eval: int | None = None
     model: str = "small-cnn"
     model_width: int | None = 16
     seed: int = 0
@@ -28,7 +30,6 @@ class RunConfig:
     val_attack_steps: int = 10
     eval_attacks: tuple[str, ...] = ("pgd", "fgsm")
     eval_attack_steps: int = 20
-    eval_max_samples: int | None = None
     pretrain_epochs: int = 3
     pretrain_lr: float = 0.05
     method: str = "magnitude"
@@ -50,8 +51,9 @@ class RunConfig:
         for name in ("pretrain_epochs", "finetune_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.eval_max_samples is not None and self.eval_max_samples < 1:
-            raise ValueError(f"eval_max_samples must be positive or unset, got {self.eval_max_samples}")
+        for name in ("max_train", "max_eval", "model_width"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer or unset, got {getattr(self, name)}")
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

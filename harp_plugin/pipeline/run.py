@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.models.validation import check_classifier_output
@@ -56,7 +55,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     clock = time.perf_counter()
 
     log(f"[1/5] data: {config.dataset}")
-    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download)
+    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
+    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
     train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
     model = build_model(config, splits).to(device)
     example = next(iter(val_loader))[0][:2].to(device)
@@ -66,7 +66,6 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     eval_attacks = [
         build_attack(name, config.eps, config.eval_attack_steps, splits.num_classes) for name in config.eval_attacks
     ]
-    test_eval = _capped(test_loader, config.eval_max_samples)
     importance = registry.create("importances", config.method)  # fail on a bad name before training
     seconds["data"] = time.perf_counter() - clock
 
@@ -99,10 +98,10 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     save_checkpoint({"model": pruned.state_dict()}, out_dir / "pruned.pt")
     seconds["finetune"] = time.perf_counter() - clock
 
-    log(f"[5/5] evaluating dense and pruned on {len(test_eval.dataset)} test images")
+    log(f"[5/5] evaluating dense and pruned on {len(test_loader.dataset)} test images")
     clock = time.perf_counter()
-    dense_report = evaluate(model, test_eval, eval_attacks, splits.num_classes, device, config.progress, "dense")
-    pruned_report = evaluate(pruned, test_eval, eval_attacks, splits.num_classes, device, config.progress, "pruned")
+    dense_report = evaluate(model, test_loader, eval_attacks, splits.num_classes, device, config.progress, "dense")
+    pruned_report = evaluate(pruned, test_loader, eval_attacks, splits.num_classes, device, config.progress, "pruned")
     seconds["evaluate"] = time.perf_counter() - clock
     return RunReport(config.to_dict(), device, dense_report, pruned_report, seconds)
 
@@ -139,9 +138,3 @@ def call_with_supported(factory: Callable[..., Any], options: dict[str, Any]) ->
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return factory(**options)
     return factory(**{k: v for k, v in options.items() if k in parameters})
-
-
-def _capped(loader: DataLoader, max_samples: int | None) -> DataLoader:
-    if max_samples is None or max_samples >= len(loader.dataset):
-        return loader
-    return DataLoader(Subset(loader.dataset, range(max_samples)), batch_size=loader.batch_size, shuffle=False)

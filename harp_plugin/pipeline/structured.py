@@ -1,7 +1,7 @@
 """One structured-pruning step through Torch-Pruning, with the traps of methods.md §7 handled."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -67,5 +67,3 @@ def _accumulate_gradients(
             break
         loss(model, inputs.to(device), labels.to(device)).backward()
 
-
-ImportanceFactory = Callable[..., tp.importance.Importance]

@@ -104,6 +104,7 @@ def fit(
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path, map_location=device)
         start_epoch, best_state = _restore(state, model, optimizer, scheduler, result, str(checkpoint_path))
+        _restore_rng(state, train_loader)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -142,7 +143,8 @@ def fit(
         if progress:
             tqdm.write(_describe(description, record, config.epochs))
         if checkpoint_path is not None:
-            save_checkpoint(_snapshot(model, optimizer, scheduler, result, best_state, epoch), checkpoint_path)
+            snapshot = _snapshot(model, optimizer, scheduler, result, best_state, epoch)
+            save_checkpoint(snapshot | _rng_state(train_loader), checkpoint_path)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
@@ -211,6 +213,21 @@ def _snapshot(
         "best_score": result.best_score,
         "best_model": best_state,
     }
+
+
+def _rng_state(loader: DataLoader) -> dict[str, torch.Tensor]:
+    """Random states that make a resumed run continue exactly like an uninterrupted one."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if isinstance(loader.generator, torch.Generator):
+        state["loader_rng"] = loader.generator.get_state()
+    return state
+
+
+def _restore_rng(state: dict, loader: DataLoader) -> None:
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    if "loader_rng" in state and isinstance(loader.generator, torch.Generator):
+        loader.generator.set_state(state["loader_rng"])
 
 
 def _restore(

@@ -1,0 +1,63 @@
+"""``harp-prune``: the main job end to end and its error messages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harp_plugin.cli.main import main
+
+QUICK = ["--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-train", "640", "--max-eval", "64", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["run", *QUICK, "--pretrain-epochs", "2", "--max-train", "1000", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "robust accuracy (PGD-20)" in printed and "clean accuracy" in printed
+    report = json.loads((out / "report.json").read_text())
+    dense, pruned = report["dense"], report["pruned"]
+    assert pruned["parameters"] < 0.5 * dense["parameters"], "50% of channels removed ⇒ < 50% parameters"
+    assert pruned["macs"] < 0.5 * dense["macs"]
+    assert dense["clean_accuracy"] > 0.7, "two short epochs of PGD-AT on mnist5k already learn (chance: 0.1)"
+    assert dense["robust_accuracy"]["PGD-20"] > 0.4
+    assert pruned["clean_accuracy"] > 0.4
+    assert (out / "report.md").read_text().count("|") > 20
+    assert (out / "comparison.png").stat().st_size > 1000
+    assert {p.name for p in out.iterdir()} >= {"pretrain.pt", "dense.pt", "finetune.pt", "pruned.pt"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'; available: cifar10, digits"),
+        (["--model", "alexnet"], "unknown model 'alexnet'; available:"),
+        (["--method", "psychic"], "unknown importance 'psychic'; available:"),
+        (["--eval-attacks", "laser"], "unknown attack 'laser'; available:"),
+        (["--eps", "-1"], "eps must be in [0, 1]"),
+        (["--pruning-ratio", "1"], "pruning_ratio must be in [0, 1)"),
+        (["--dataset", "cifar10"], "data_dir"),
+        (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    ],
+)
+def test_bad_input_exits_with_one_clear_message(flags, message, tmp_path: Path, capsys) -> None:
+    assert main(["run", *flags, *QUICK, "--out-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("harp-prune: error: ") and message in error
+    assert not (tmp_path / "run" / "pretrain.pt").exists(), "nothing was trained on bad input"
+
+
+def test_config_file_is_used(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('dataset = "imagenet"\n')
+    assert main(["run", "--config", str(config), "--out-dir", str(tmp_path / "run")]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+
+
+def test_list_shows_every_kind(capsys) -> None:
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    for kind in ("importances", "attacks", "losses", "certifiers", "schedulers", "datasets", "models"):
+        assert f"{kind}:" in printed

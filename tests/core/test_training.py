@@ -1,0 +1,134 @@
+"""The training loop: learning, selection on validation, hooks, checkpoints and resume."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harp_plugin.robust import PGDATLoss, StandardLoss, TrainConfig, TrainingHooks, fit, pgd
+from harp_plugin.robust.checkpoint import load_checkpoint
+
+
+def test_training_learns_and_validates_every_epoch(tiny_model, tiny_loaders) -> None:
+    train, val = tiny_loaders
+    result = fit(tiny_model, PGDATLoss(0.05, steps=2), train, val, TrainConfig(epochs=6, lr=0.1),
+                 val_attack=pgd(0.05, steps=3), progress=False)
+    assert [r.epoch for r in result.history] == list(range(6))
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert max(r.val_clean_accuracy for r in result.history) > 0.9
+    assert all(r.val_robust_accuracy is not None for r in result.history)
+    assert result.history[0].lr > result.history[-1].lr, "cosine schedule decays the learning rate"
+
+
+def test_the_model_is_restored_to_its_best_validation_epoch(tiny_model, tiny_loaders) -> None:
+    train, val = tiny_loaders
+    result = fit(tiny_model, StandardLoss(), train, val, TrainConfig(epochs=5, lr=0.1), progress=False)
+    best = result.history[result.best_epoch]
+    tiny_model.eval()
+    images, labels = next(iter(val))
+    assert (tiny_model(images).argmax(1) == labels).float().mean().item() == pytest.approx(best.val_clean_accuracy)
+
+
+class GatedHooks(TrainingHooks):
+    """Selectable only from epoch 3 on; adds a penalty; counts its calls."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.epochs = 0
+
+    def on_batch_start(self, model, batch_index, batches_per_epoch) -> None:
+        self.batches += 1
+
+    def regulariser(self, model):
+        return 1e-3 * sum(p.square().sum() for p in model.parameters())
+
+    def on_epoch_end(self, model, record) -> None:
+        self.epochs += 1
+        record.extras["penalty_calls"] = float(self.batches)
+
+    def selectable(self) -> bool:
+        return self.epochs >= 3
+
+
+def test_hooks_are_called_and_gate_selection(tiny_model, tiny_loaders) -> None:
+    train, val = tiny_loaders
+    hooks = GatedHooks()
+    result = fit(tiny_model, StandardLoss(), train, val, TrainConfig(epochs=4, lr=0.1), hooks=hooks, progress=False)
+    assert hooks.batches == 4 * len(train)
+    assert [r.selectable for r in result.history] == [False, False, True, True]
+    assert result.best_epoch in (2, 3)
+
+
+def test_no_selectable_epoch_is_reported_not_hidden(tiny_model, tiny_loaders) -> None:
+    class Never(TrainingHooks):
+        def selectable(self) -> bool:
+            return False
+
+    train, val = tiny_loaders
+    result = fit(tiny_model, StandardLoss(), train, val, TrainConfig(epochs=2, lr=0.1), hooks=Never(), progress=False)
+    assert not result.selected and result.best_epoch is None
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, tiny_loaders) -> None:
+    from harp_plugin.models import small_cnn
+
+    def fresh():
+        torch.manual_seed(0)
+        return small_cnn(num_classes=3, input_size=8, width=4)
+
+    def loaders():
+        from torch.utils.data import DataLoader
+
+        train, val = tiny_loaders
+        return DataLoader(train.dataset, batch_size=12, shuffle=True,
+                          generator=torch.Generator().manual_seed(1)), val
+
+    config = TrainConfig(epochs=4, lr=0.1)
+    reference = fresh()
+    torch.manual_seed(5)
+    fit(reference, PGDATLoss(0.05, steps=2), *loaders(), config, progress=False)
+
+    class Interrupt(TrainingHooks):
+        def on_epoch_end(self, model, record) -> None:
+            if record.epoch == 1:
+                raise KeyboardInterrupt
+
+    interrupted = fresh()
+    torch.manual_seed(5)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, PGDATLoss(0.05, steps=2), *loaders(), config, hooks=Interrupt(),
+            checkpoint_path=tmp_path / "ck.pt", progress=False)
+    assert load_checkpoint(tmp_path / "ck.pt")["epoch"] == 0, "the interrupted epoch was not saved"
+    resumed = fresh()
+    result = fit(resumed, PGDATLoss(0.05, steps=2), *loaders(), config,
+                 checkpoint_path=tmp_path / "ck.pt", resume=True, progress=False)
+    assert [r.epoch for r in result.history] == [0, 1, 2, 3]
+    for (name, expected), actual in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(expected.float(), actual.float(), atol=1e-5), name
+
+
+def test_only_the_given_parameters_are_trained(tiny_model, tiny_loaders) -> None:
+    train, val = tiny_loaders
+    batch_norms = [m for m in tiny_model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    frozen = {n: p.detach().clone() for n, p in tiny_model.named_parameters() if "weight" in n and p.dim() > 1}
+    fit(tiny_model, StandardLoss(), train, val, TrainConfig(epochs=1, lr=0.1),
+        parameters=[p for m in batch_norms for p in m.parameters()], progress=False)
+    assert all(torch.equal(frozen[n], p) for n, p in tiny_model.named_parameters() if n in frozen)
+
+
+def test_bad_inputs_are_clear_errors(tiny_model, tiny_loaders) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    train, val = tiny_loaders
+    empty = DataLoader(TensorDataset(torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long)))
+    with pytest.raises(ValueError, match="training data loader is empty"):
+        fit(tiny_model, StandardLoss(), empty, val, TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got -0.1"):
+        TrainConfig(epochs=1, lr=-0.1)
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam'"):
+        TrainConfig(epochs=1, optimizer="rmsprop")
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        fit(tiny_model, StandardLoss(), train, val, TrainConfig(epochs=1), progress=False)
