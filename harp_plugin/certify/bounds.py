@@ -1,0 +1,113 @@
+"""The built-in engine's entry point: sound output/margin bounds of a model on an ε-ball."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from harp_plugin.certify.crown import backward_lower_bound, crown_sweep
+from harp_plugin.certify.graph import BoundGraph, build_graph
+from harp_plugin.certify.interval import interval_sweep
+from harp_plugin.certify.layers import BoundOp, Interval
+from harp_plugin.certify.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+
+METHODS = ("ibp", "crown", "crown-ibp")
+"""ibp: intervals; crown: CROWN everywhere; crown-ibp: IBP inside, CROWN for the output."""
+
+UNSTABLE_TOLERANCE = 1e-5
+"""A ReLU is unstable iff l < −tol and u > tol (methods.md §4)."""
+
+
+@dataclass
+class BoundResult:
+    """Bounds of ``C·f(x')`` for every x' in the ball (``C`` = identity when no spec was given).
+
+    ``preactivations`` maps each ReLU's qualified name to the bounds of its input (the
+    native backend fills it; it drives unstable-ReLU counts and stability scores).
+    """
+
+    lower: Tensor
+    upper: Tensor
+    method: str
+    backend: str = "native"
+    preactivations: dict[str, Interval] = field(default_factory=dict)
+
+    def certified(self) -> Tensor:
+        """Per sample: every margin lower bound is > 0 (meaningful for a margin spec)."""
+        return (self.lower > 0).all(dim=1)
+
+    def unstable_counts(self) -> dict[str, int]:
+        """Per ReLU layer: the number of unstable neurons, summed over the batch."""
+        return {name: int(unstable_mask(l, u).sum()) for name, (l, u) in self.preactivations.items()}
+
+
+def unstable_mask(lower: Tensor, upper: Tensor) -> Tensor:
+    return (lower < -UNSTABLE_TOLERANCE) & (upper > UNSTABLE_TOLERANCE)
+
+
+def check_method(method: str) -> str:
+    key = method.lower()
+    if key not in METHODS:
+        raise ValueError(f"unknown bound method {method!r}; choose one of {METHODS}")
+    return key
+
+
+def compute_bounds(
+    model: nn.Module,
+    x: Tensor,
+    eps: float,
+    *,
+    method: str = "crown",
+    y: Optional[Tensor] = None,
+    C: Optional[Tensor] = None,
+    lower: float = PIXEL_RANGE[0],
+    upper: float = PIXEL_RANGE[1],
+    intersect: bool = True,
+    overrides: Optional[Mapping[nn.Module, BoundOp]] = None,
+) -> BoundResult:
+    """Bounds of the model's outputs over ``{x' : |x' − x|∞ ≤ eps} ∩ [lower, upper]``.
+
+    Give ``y`` for the margin specification (rows e_y − e_j), or an explicit ``C`` of shape
+    ``(B, K, num_outputs)``; with neither, the outputs themselves are bounded. BatchNorm uses
+    its running statistics (the eval-mode function) unless ``overrides`` says otherwise.
+    ``intersect=False`` keeps the raw CROWN bounds (for comparison with other engines).
+    """
+    method = check_method(method)
+    box = input_box(x, eps, lower, upper)
+    graph = build_graph(model, overrides)
+    node_bounds = interval_sweep(graph, box) if method != "crown" else crown_sweep(graph, box, intersect)
+    out_lower = node_bounds[-1][0]
+    if out_lower.dim() != 2:
+        raise ValueError(f"the model output must be (batch, classes), got shape {tuple(out_lower.shape)}")
+    spec = _specification(out_lower, y, C)
+    rows = spec.shape[1]
+    A = torch.cat([spec, -spec], dim=1)
+    last = len(graph.nodes) - 1
+    result = backward_lower_bound(graph, node_bounds, last, A, fold_only=True)
+    if method != "ibp":
+        crown = backward_lower_bound(graph, node_bounds, last, A)
+        result = torch.maximum(crown, result) if intersect else crown
+    lower_spec, upper_spec = result[:, :rows], -result[:, rows:]
+    check_bounds(lower_spec, upper_spec, "output specification")
+    return BoundResult(lower_spec, upper_spec, method, "native", _preactivations(graph, node_bounds))
+
+
+def _specification(out: Tensor, y: Optional[Tensor], C: Optional[Tensor]) -> Tensor:
+    batch, classes = out.shape
+    if C is not None and y is not None:
+        raise ValueError("give either the labels y or a specification C, not both")
+    if y is not None:
+        if torch.as_tensor(y).numel() != batch:
+            raise ValueError(f"got {torch.as_tensor(y).numel()} labels for a batch of {batch}")
+        return margin_matrix(torch.as_tensor(y, device=out.device), classes).to(out.dtype)
+    if C is None:
+        return torch.eye(classes, dtype=out.dtype, device=out.device).expand(batch, classes, classes)
+    if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != classes:
+        raise ValueError(f"C must have shape ({batch}, K, {classes}), got {tuple(C.shape)}")
+    return C.to(out.dtype)
+
+
+def _preactivations(graph: BoundGraph, bounds: list[Interval]) -> dict[str, Interval]:
+    return {graph.nodes[i].name: bounds[graph.nodes[i].inputs[0]] for i in graph.relu_nodes}
