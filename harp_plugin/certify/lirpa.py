@@ -1,0 +1,66 @@
+"""Adapter to auto_LiRPA (≥ 0.7, installed from source; see docs/certification.md).
+
+It wraps the model in a ``BoundedModule`` once per adapter (build a new adapter after any
+structural change: pruning replaces parameter objects and an old wrapper would keep bounding
+the old weights, methods.md §7) and returns the engine's own :class:`BoundResult`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from harp_plugin.certify.bounds import BoundResult
+from harp_plugin.certify.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+
+LIRPA_METHODS = {"ibp": "IBP", "crown": "CROWN", "crown-ibp": "CROWN-IBP", "alpha-crown": "alpha-CROWN"}
+INSTALL_HINT = (
+    "auto_LiRPA is not installed (PyPI only has 0.3, which does not import on torch 2.x); install "
+    "0.7+ from source: pip install git+https://github.com/Verified-Intelligence/auto_LiRPA"
+)
+
+
+def lirpa_available() -> bool:
+    try:
+        import auto_LiRPA  # noqa: F401
+    except Exception:  # an old release fails on import with errors other than ImportError
+        return False
+    return True
+
+
+class LirpaBounds:
+    """``bounds(x, eps, y)`` through auto_LiRPA, for one fixed model structure."""
+
+    def __init__(self, model: nn.Module, example: Tensor) -> None:
+        if not lirpa_available():
+            raise ImportError(INSTALL_HINT)
+        from auto_LiRPA import BoundedModule
+
+        self.bounded = BoundedModule(model, torch.zeros_like(example[:1]), device=example.device)
+
+    def __call__(
+        self, x: Tensor, eps: float, y: Tensor, method: str,
+        lower: float = PIXEL_RANGE[0], upper: float = PIXEL_RANGE[1],
+    ) -> BoundResult:
+        from auto_LiRPA import BoundedTensor, PerturbationLpNorm
+
+        if method not in LIRPA_METHODS:
+            raise ValueError(f"unknown bound method {method!r}; auto_LiRPA supports {tuple(LIRPA_METHODS)}")
+        x_low, x_high = input_box(x, eps, lower, upper)
+        perturbation = PerturbationLpNorm(norm=float("inf"), eps=eps, x_L=x_low, x_U=x_high)
+        classes = self.bounded(x).shape[1]
+        C = margin_matrix(y.to(x.device), classes).to(x.dtype)
+        low, high = self.bounded.compute_bounds(
+            x=(BoundedTensor(x, perturbation),), method=LIRPA_METHODS[method], C=C, bound_upper=True
+        )
+        check_bounds(low, high, "output specification (auto_LiRPA)")
+        return BoundResult(low, high, method, "auto_lirpa", self._preactivations())
+
+    def _preactivations(self) -> dict:
+        """Input bounds of each ReLU, keyed by auto_LiRPA's node names (not module names)."""
+        found = {}
+        for node in getattr(self.bounded, "relus", []):
+            source = node.inputs[0]
+            if getattr(source, "lower", None) is not None and getattr(source, "upper", None) is not None:
+                found[getattr(node, "ori_name", node.name)] = (source.lower, source.upper)
+        return found
+

@@ -1,0 +1,91 @@
+"""Certified accuracy through one call; backends; agreement with auto_LiRPA when present."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from certify_nets import prune_channels, residual_net, sequential_net
+from harp_plugin.certify import compute_bounds
+from harp_plugin.certify.accuracy import certified_accuracy
+from harp_plugin.certify.backends import resolve_backend
+from harp_plugin.certify.lirpa import INSTALL_HINT, lirpa_available
+
+
+def loader_for(model: torch.nn.Module, count: int = 24, seed: int = 0) -> DataLoader:
+    """Inputs labelled by the model itself at half of them, randomly at the rest."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, 2, 8, 8, generator=generator)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::2] = torch.randint(0, 4, (count // 2,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=10)
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown"])
+def test_counts_match_a_direct_margin_check(method: str) -> None:
+    model = residual_net(3)
+    loader = loader_for(model)
+    result = certified_accuracy(model, loader, 0.002, method=method, backend="native", progress=False)
+    certified = correct = 0
+    for x, y in loader:
+        certified += int((compute_bounds(model, x, 0.002, method=method, y=y).lower > 0).all(1).sum())
+        correct += int((model(x).argmax(1) == y).sum())
+    assert (result.certified, result.correct, result.total) == (certified, correct, 24)
+    assert 0 < result.certified <= result.correct
+    assert result.certified_accuracy == certified / 24 and result.clean_accuracy == correct / 24
+    assert set(result.unstable_relus) == {"3", "4.residual.2", "4.post"}
+    assert result.relu_neurons["3"] == 24 * 4 * 8 * 8
+    json.dumps(result.to_dict())
+
+
+def test_tighter_method_certifies_at_least_as_many_and_eps_zero_is_clean_accuracy() -> None:
+    model = sequential_net(5)
+    loader = loader_for(model)
+    ibp, crown = (certified_accuracy(model, loader, 0.01, method=m, backend="native", progress=False) for m in ("ibp", "crown"))
+    assert crown.certified >= ibp.certified
+    assert crown.unstable_fraction <= ibp.unstable_fraction
+    exact = certified_accuracy(model, loader, 0.0, method="ibp", backend="native", progress=False)
+    assert exact.certified == exact.correct
+
+
+def test_pruned_model_and_mode_restored() -> None:
+    model = sequential_net(1)
+    prune_channels(model, torch.rand(1, 2, 8, 8))
+    model.train()
+    result = certified_accuracy(model, loader_for(model.eval()), 0.001, method="crown", backend="native", progress=False)
+    assert result.total == 24 and result.correct >= 12
+    model.train()
+    certified_accuracy(model, loader_for(model), 0.001, backend="native", progress=False)
+    assert model.training
+
+
+def test_backend_choice() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        resolve_backend("fast", "ibp")
+    with pytest.raises(ValueError, match="alpha-crown needs auto_LiRPA"):
+        resolve_backend("native", "alpha-crown")
+    if lirpa_available():
+        assert resolve_backend("auto", "crown") == "auto_lirpa"
+    else:
+        assert resolve_backend("auto", "crown") == "native"
+        with pytest.raises(ImportError, match="install 0.7\\+ from source"):
+            resolve_backend("auto_lirpa", "crown")
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_native_agrees_with_auto_lirpa(method: str) -> None:
+    if not lirpa_available():
+        pytest.skip(INSTALL_HINT)
+    from harp_plugin.certify.lirpa import LirpaBounds
+
+    for model in (sequential_net(2, pool="none"), residual_net(4)):
+        x = torch.rand(6, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+        y = torch.arange(6) % 4
+        theirs = LirpaBounds(model, x)(x, 0.01, y, method)
+        ours = compute_bounds(model, x, 0.01, method=method, y=y, intersect=False)
+        tolerance = 1e-5 if method == "ibp" else 1e-4
+        torch.testing.assert_close(ours.lower, theirs.lower, atol=tolerance, rtol=tolerance)
+        assert torch.equal(ours.certified(), theirs.certified())
