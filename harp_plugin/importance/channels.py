@@ -9,12 +9,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from harp_plugin.importance.harp import HarpImportance
-from harp_plugin.importance.taylor import AdversarialTaylorImportance
+from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients
+from harp_plugin.models.validation import final_classifier
 from harp_plugin.robust.attacks import Attack
-from harp_plugin.robust.losses import TrainingLoss
+from harp_plugin.robust.losses import StandardLoss, TrainingLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult, fit
 
-LEARNED = ("harp", "hydra", "lwm")
 
 
 @dataclass
@@ -25,6 +25,52 @@ class ChannelResult:
     finetune: TrainResult
     parameters_before: int
     parameters_after: int
+
+
+def remove_channels(
+    model: nn.Module,
+    importance: tp.importance.Importance,
+    pruning_ratio: float,
+    example_inputs: torch.Tensor,
+    *,
+    loss: TrainingLoss | None = None,
+    train_loader: DataLoader | None = None,
+    val_loader: DataLoader | None = None,
+    prune: TrainConfig | None = None,
+    classifier: nn.Module | None = None,
+    val_attack: Attack | None = None,
+    progress: bool = False,
+    strict: bool = True,
+    gradient_batches: int = 4,
+) -> TrainResult | None:
+    """Physically remove ``pruning_ratio`` of the channels with ``tp.MetaPruner``, in place.
+
+    Whatever the importance needs first happens here, once: a :class:`HarpImportance` is
+    fitted (``prune`` config) and brings its learned per-layer ratios; an adversarial Taylor
+    importance collects ∂L_adv/∂θ, Torch-Pruning's plain Taylor ∂L_clean/∂θ; any other
+    importance prunes uniformly as is. The final classifier is always ignored (it would lose
+    classes). Parameters are replaced: rebuild any optimiser afterwards. Returns the score
+    training's history for HARP/HYDRA, else None.
+    """
+    if not 0.0 <= pruning_ratio < 1.0:
+        raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio}")
+    classifier = classifier if classifier is not None else final_classifier(model)
+    trained, ratios = None, None
+    if isinstance(importance, HarpImportance):
+        trained = importance.fit(model, train_loader, loss=loss, val_loader=val_loader, config=prune,
+                                 example_inputs=example_inputs, ignored_layers=[classifier],
+                                 val_attack=val_attack, progress=progress, strict=strict)
+        ratios = importance.pruning_ratio_dict(model, example_inputs)
+    elif isinstance(importance, tp.importance.GroupTaylorImportance):
+        if train_loader is None or (loss is None and isinstance(importance, AdversarialTaylorImportance)):
+            raise ValueError(f"{type(importance).__name__} needs train_loader (and loss) for its gradients")
+        gradient_loss = loss if isinstance(importance, AdversarialTaylorImportance) else StandardLoss()
+        accumulate_gradients(model, train_loader, gradient_loss, gradient_batches)
+    pruner = tp.MetaPruner(model, example_inputs, importance=importance, pruning_ratio=pruning_ratio,
+                           pruning_ratio_dict=ratios, ignored_layers=[classifier])
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return trained
 
 
 def prune_channels(
@@ -43,26 +89,13 @@ def prune_channels(
     progress: bool = False,
     strict: bool = True,
 ) -> ChannelResult:
-    """Prune ``model`` to ``target_kept`` of its channels in place, then fine-tune it.
-
-    A :class:`HarpImportance` is fitted first (``prune`` config) and brings its learned
-    per-layer ratios; an :class:`AdversarialTaylorImportance` collects its gradients;
-    any other Torch-Pruning importance prunes uniformly as is.
-    """
+    """Prune ``model`` to ``target_kept`` of its channels in place, then fine-tune it."""
     before = sum(p.numel() for p in model.parameters())
-    trained = None
-    ratios = None
-    if isinstance(importance, HarpImportance):
-        trained = importance.fit(model, train_loader, loss=loss, val_loader=val_loader, config=prune,
-                                 example_inputs=example_inputs, ignored_layers=[classifier],
-                                 val_attack=val_attack, progress=progress, strict=strict)
-        ratios = importance.pruning_ratio_dict(model, example_inputs)
-    elif isinstance(importance, AdversarialTaylorImportance):
-        importance.fit(model, train_loader, loss=loss)
-    pruner = tp.MetaPruner(model, example_inputs, importance=importance, pruning_ratio=1.0 - target_kept,
-                           pruning_ratio_dict=ratios, ignored_layers=[classifier])
-    pruner.step()
-    model.zero_grad(set_to_none=True)
+    trained = remove_channels(
+        model, importance, 1.0 - target_kept, example_inputs, loss=loss, train_loader=train_loader,
+        val_loader=val_loader, prune=prune, classifier=classifier, val_attack=val_attack,
+        progress=progress, strict=strict,
+    )
     tuned = fit(model, loss, train_loader, val_loader, finetune, val_attack=val_attack, progress=progress,
                 description="channel fine-tune")
     return ChannelResult(trained, tuned, before, sum(p.numel() for p in model.parameters()))

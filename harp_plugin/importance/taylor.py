@@ -27,20 +27,8 @@ class AdversarialTaylorImportance(tp.importance.GroupTaylorImportance):
         self.batches = batches
 
     def fit(self, model: nn.Module, train_loader: DataLoader, *, loss: TrainingLoss) -> None:
-        """Accumulate the adversarial loss's gradients over the first ``batches`` batches.
-
-        The model is scored in eval mode, so BN running statistics do not drift.
-        """
-        was_training = model.training
-        model.eval()
-        model.zero_grad(set_to_none=True)
-        try:
-            for index, (inputs, labels) in enumerate(train_loader):
-                if index == self.batches:
-                    break
-                loss(model, inputs, labels).backward()
-        finally:
-            model.train(was_training)
+        """Accumulate the adversarial loss's gradients over the first ``batches`` batches."""
+        accumulate_gradients(model, train_loader, loss, self.batches)
 
     def __call__(self, group: tp.Group, **kwargs: Any) -> torch.Tensor:
         for item in group.items:
@@ -51,3 +39,21 @@ class AdversarialTaylorImportance(tp.importance.GroupTaylorImportance):
                     "loss=...) on this model before pruner.step() (and do not clear the gradients)"
                 )
         return super().__call__(group)
+
+
+def accumulate_gradients(model: nn.Module, loader: DataLoader, loss: TrainingLoss, batches: int) -> None:
+    """Sum ∂loss/∂θ over the first ``batches`` batches into ``.grad`` (for Taylor criteria).
+
+    The model is scored in eval mode, so BN running statistics do not drift.
+    """
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    try:
+        for index, (inputs, labels) in enumerate(loader):
+            if index == batches:
+                break
+            loss(model, inputs.to(device), labels.to(device)).backward()
+    finally:
+        model.train(was_training)

@@ -34,6 +34,8 @@ class RunConfig:
     pretrain_lr: float = 0.05
     method: str = "magnitude"
     pruning_ratio: float = 0.5
+    prune_epochs: int = 2
+    prune_lr: float = 0.1
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     out_dir: str = "runs/latest"
@@ -48,7 +50,7 @@ class RunConfig:
         for name in ("batch_size", "train_attack_steps", "val_attack_steps", "eval_attack_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("pretrain_epochs", "finetune_epochs"):
+        for name in ("pretrain_epochs", "prune_epochs", "finetune_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_train", "max_eval", "model_width"):

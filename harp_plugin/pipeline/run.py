@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
+from harp_plugin.importance.channels import remove_channels
 from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.config import RunConfig, resolve_device
-from harp_plugin.pipeline.structured import prune_channels
 from harp_plugin.registry import get_registry
 from harp_plugin.robust.attacks import Attack, pgd
 from harp_plugin.robust.checkpoint import save_checkpoint
@@ -47,7 +47,6 @@ class RunReport:
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     """Run every phase of ``config``; checkpoints and the report go to ``config.out_dir``."""
-    registry = get_registry()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
@@ -66,7 +65,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     eval_attacks = [
         build_attack(name, config.eps, config.eval_attack_steps, splits.num_classes) for name in config.eval_attacks
     ]
-    importance = registry.create("importances", config.method)  # fail on a bad name before training
+    importance = build_importance(config.method, config.pruning_ratio)  # a bad name fails before training
     seconds["data"] = time.perf_counter() - clock
 
     log(f"[2/5] adversarial pre-training ({config.pretrain_epochs} epochs, {loss.name}, eps={config.eps})")
@@ -83,7 +82,11 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     log(f"[3/5] pruning {config.pruning_ratio:.0%} of channels with {config.method!r} importance")
     clock = time.perf_counter()
     pruned = copy.deepcopy(model)
-    prune_channels(pruned, example, importance, config.pruning_ratio, loss=loss, loader=train_loader)
+    prune_history = remove_channels(
+        pruned, importance, config.pruning_ratio, example, loss=loss, train_loader=train_loader,
+        val_loader=val_loader, prune=TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr),
+        val_attack=val_attack, progress=config.progress,
+    )
     check_classifier_output(pruned, example, splits.num_classes)
     seconds["prune"] = time.perf_counter() - clock
 
@@ -103,7 +106,11 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     dense_report = evaluate(model, test_loader, eval_attacks, splits.num_classes, device, config.progress, "dense")
     pruned_report = evaluate(pruned, test_loader, eval_attacks, splits.num_classes, device, config.progress, "pruned")
     seconds["evaluate"] = time.perf_counter() - clock
-    return RunReport(config.to_dict(), device, dense_report, pruned_report, seconds)
+    notes = [] if prune_history is None else [
+        f"{config.method} scores trained for {len(prune_history.history)} epochs; "
+        f"selected epoch {prune_history.best_epoch} on validation"
+    ]
+    return RunReport(config.to_dict(), device, dense_report, pruned_report, seconds, notes)
 
 
 def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
@@ -118,6 +125,11 @@ def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
     if config.model_width is not None:
         options["width"] = config.model_width
     return call_with_supported(get_registry().get("models", config.model), options)
+
+
+def build_importance(name: str, pruning_ratio: float) -> Any:
+    """A registered importance; learned ones (HARP, HYDRA, LWM) get their target kept fraction."""
+    return call_with_supported(get_registry().get("importances", name), {"target_kept": 1.0 - pruning_ratio})
 
 
 def build_loss(name: str, **options: Any) -> TrainingLoss:

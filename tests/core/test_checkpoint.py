@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 
 from harp_plugin.models import small_cnn
-from harp_plugin.pipeline.structured import prune_channels
+from harp_plugin.importance.channels import remove_channels
 from harp_plugin.robust.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 
 
@@ -55,7 +55,7 @@ def test_a_pruned_model_loads_into_a_fresh_dense_architecture(tmp_path: Path) ->
     torch.manual_seed(0)
     pruned = small_cnn(width=8)
     example = torch.rand(2, 1, 28, 28)
-    prune_channels(pruned, example, tp.importance.GroupMagnitudeImportance(), 0.5)
+    remove_channels(pruned, tp.importance.GroupMagnitudeImportance(), 0.5, example)
     save_checkpoint({"model": pruned.state_dict()}, tmp_path / "pruned.pt")
     fresh = small_cnn(width=8)
     load_model_state(fresh, load_checkpoint(tmp_path / "pruned.pt")["model"])
