@@ -90,3 +90,18 @@ def certified_accuracy(
         eps=eps, method=method.lower(), backend=resolved,
         unstable_relus=dict(unstable), relu_neurons=dict(neurons),
     )
+
+
+@dataclass(frozen=True)
+class Certifier:
+    """A configured certification method: ``certifier(model, loader, eps)``."""
+
+    method: str = "crown-ibp"
+    backend: str = "auto"
+    progress: bool = True
+
+    def __call__(
+        self, model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], eps: float,
+        device: Optional[torch.device | str] = None,
+    ) -> CertifiedAccuracy:
+        return certified_accuracy(model, loader, eps, self.method, self.backend, device, self.progress)

@@ -78,6 +78,27 @@ class BoundGraph:
     def relu_nodes(self) -> list[int]:
         return [i for i, node in enumerate(self.nodes) if isinstance(node.op, ReLUOp)]
 
+    def batch_norm_before(self, relu_index: int) -> Optional[nn.Module]:
+        """The BatchNorm whose output this ReLU takes directly, if any."""
+        module = self.nodes[self.nodes[relu_index].inputs[0]].module
+        return module if isinstance(module, nn.modules.batchnorm._BatchNorm) else None
+
+    def channel_sources(self, relu_index: int) -> list[nn.Module]:
+        """Layers whose output channels are this ReLU's input channels: walks back through
+        per-channel maps (BatchNorm) and both branches of residual additions to the conv or
+        linear layers (and the BatchNorms on the way)."""
+        found: list[nn.Module] = []
+        stack = [self.nodes[relu_index].inputs[0]]
+        while stack:
+            node = self.nodes[stack.pop()]
+            if node.module is not None:
+                found.append(node.module)
+                if isinstance(node.module, nn.modules.batchnorm._BatchNorm):
+                    stack.extend(node.inputs)
+            elif isinstance(node.op, AddOp):
+                stack.extend(node.inputs)
+        return found
+
 
 def build_graph(model: nn.Module, overrides: Optional[Mapping[nn.Module, BoundOp]] = None) -> BoundGraph:
     """The bound graph of ``model``; ``overrides`` replaces chosen layers' operators
