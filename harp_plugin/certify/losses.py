@@ -2,8 +2,8 @@
 
 Every loss follows the project's loss protocol, ``loss(model, x, y) -> scalar Tensor``.
 A training loop drives the ε ramp by calling ``loss.set_progress(epoch, batch,
-batches_per_epoch)`` before each step (or registers :class:`EpsilonRampHooks`); without it the
-loss uses the full ε. Recommended optimiser (methods.md §4): Adam, lr 1e-3, batch 128,
+batches_per_epoch)`` before each step (the project's ``fit`` does, for any loss with that
+method); without it the loss uses the full ε. Recommended optimiser (methods.md §4): Adam, lr 1e-3, batch 128,
 gradient-norm clip 8.
 """
 from __future__ import annotations
@@ -161,14 +161,14 @@ class StabilityRegulariser:
 
 
 class EpsilonRampHooks(TrainingHooks):
-    """Drives ``loss.set_progress`` from the project's training loop and logs the ε used."""
+    """For the project's ``fit`` loop (which calls ``set_progress`` itself): logs the ε of each
+    epoch and lets only epochs trained at the full ε be selected as the best checkpoint."""
 
     def __init__(self, loss: CertifiedLoss) -> None:
-        self.loss, self.epoch = loss, 0
-
-    def on_batch_start(self, model: nn.Module, batch_index: int, batches_per_epoch: int) -> None:
-        self.loss.set_progress(self.epoch, batch_index, batches_per_epoch)
+        self.loss = loss
 
     def on_epoch_end(self, model: nn.Module, record: EpochRecord) -> None:
         record.extras["eps"] = self.loss.eps_now
-        self.epoch += 1
+
+    def selectable(self) -> bool:
+        return self.loss.eps_now >= self.loss.schedule.eps_max

@@ -55,18 +55,15 @@ def test_training_step_reduces_the_loss_in_train_mode(method: str) -> None:
     assert losses[-1] < losses[0]
 
 
-def test_hooks_drive_the_ramp() -> None:
+def test_hooks_select_only_full_eps_epochs() -> None:
     loss_fn = CertifiedLoss(0.1, warmup_epochs=1, ramp_epochs=1)
     hooks = EpsilonRampHooks(loss_fn)
-    hooks.on_batch_start(None, 5, 10)
-    assert loss_fn.eps_now == 0
     record = EpochRecord(epoch=0, train_loss=0.0, val_clean_accuracy=0.0, val_robust_accuracy=None, lr=0.0)
+    loss_fn.set_progress(1, 5, 10)
     hooks.on_epoch_end(None, record)
-    hooks.on_batch_start(None, 0, 10)
-    assert record.extras["eps"] == 0 and loss_fn.eps_now == 0
-    hooks.on_epoch_end(None, record)
-    hooks.on_batch_start(None, 0, 10)
-    assert loss_fn.eps_now == pytest.approx(0.1)
+    assert 0 < record.extras["eps"] < 0.1 and not hooks.selectable()
+    loss_fn.set_progress(2, 0, 10)
+    assert hooks.selectable()
 
 
 def test_nrs_regulariser_lowers_instability() -> None:
