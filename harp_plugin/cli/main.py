@@ -7,9 +7,12 @@ from dataclasses import fields
 from typing import Sequence
 
 from harp_plugin.cli import commands
+from harp_plugin.importance.errors import NotFittedError, TargetNotReachedError
 from harp_plugin.pipeline.config import RunConfig
 
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, ImportError)
+USER_ERRORS = (
+    ValueError, TypeError, KeyError, FileNotFoundError, ImportError, NotFittedError, TargetNotReachedError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,9 +33,12 @@ class RunConfig:
     pretrain_epochs: int = 3
     pretrain_lr: float = 0.05
     method: str = "magnitude"
+    mode: str = "channel"
     pruning_ratio: float = 0.5
     prune_epochs: int = 2
     prune_lr: float = 0.1
+    gamma0: float = 0.01
+    gamma_period: float = 1.0
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     out_dir: str = "runs/latest"
@@ -47,6 +50,8 @@ class RunConfig:
             raise ValueError(f"eps must be in [0, 1] (pixel units of [0, 1] inputs), got {self.eps}")
         if not 0.0 <= self.pruning_ratio < 1.0:
             raise ValueError(f"pruning_ratio must be in [0, 1), got {self.pruning_ratio}")
+        if self.mode not in ("channel", "unstructured"):
+            raise ValueError(f"mode must be 'channel' or 'unstructured', got {self.mode!r}")
         for name in ("batch_size", "train_attack_steps", "val_attack_steps", "eval_attack_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")

@@ -13,6 +13,10 @@ from torch import nn
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.importance.channels import remove_channels
+from harp_plugin.importance.harp import HarpImportance
+from harp_plugin.importance.phases import train_masks
+from harp_plugin.masking import attach_masks, remove_masks
+from harp_plugin.schedulers.gamma import IncrementalGamma
 from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.config import RunConfig, resolve_device
 from harp_plugin.registry import get_registry
@@ -65,7 +69,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     eval_attacks = [
         build_attack(name, config.eps, config.eval_attack_steps, splits.num_classes) for name in config.eval_attacks
     ]
-    importance = build_importance(config.method, config.pruning_ratio)  # a bad name fails before training
+    importance = build_importance(config)  # a bad name fails before training
     seconds["data"] = time.perf_counter() - clock
 
     log(f"[2/5] adversarial pre-training ({config.pretrain_epochs} epochs, {loss.name}, eps={config.eps})")
@@ -79,14 +83,23 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     save_checkpoint({"model": model.state_dict()}, out_dir / "dense.pt")
     seconds["pretrain"] = time.perf_counter() - clock
 
-    log(f"[3/5] pruning {config.pruning_ratio:.0%} of channels with {config.method!r} importance")
+    unit = "channels" if config.mode == "channel" else "weights"
+    log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit} with {config.method!r} importance")
     clock = time.perf_counter()
     pruned = copy.deepcopy(model)
-    prune_history = remove_channels(
-        pruned, importance, config.pruning_ratio, example, loss=loss, train_loader=train_loader,
-        val_loader=val_loader, prune=TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr),
-        val_attack=val_attack, progress=config.progress,
-    )
+    prune_config = TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr)
+    masks = None
+    if config.mode == "channel":
+        prune_history = remove_channels(
+            pruned, importance, config.pruning_ratio, example, loss=loss, train_loader=train_loader,
+            val_loader=val_loader, prune=prune_config, val_attack=val_attack, progress=config.progress,
+        )
+    else:
+        masks = attach_masks(pruned, importance.target_kept, method=importance.method)
+        prune_history = train_masks(
+            pruned, masks, loss, train_loader, val_loader, prune_config, gamma=importance.gamma,
+            val_attack=val_attack, progress=config.progress,
+        )
     check_classifier_output(pruned, example, splits.num_classes)
     seconds["prune"] = time.perf_counter() - clock
 
@@ -98,6 +111,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         val_attack=val_attack, checkpoint_path=out_dir / "finetune.pt", resume=config.resume,
         device=device, progress=config.progress, description="fine-tune",
     )
+    if masks is not None:
+        remove_masks(masks, how="zero")  # θ ⊙ M as plain weights: loads into the dense architecture
     save_checkpoint({"model": pruned.state_dict()}, out_dir / "pruned.pt")
     seconds["finetune"] = time.perf_counter() - clock
 
@@ -127,9 +142,18 @@ def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
     return call_with_supported(get_registry().get("models", config.model), options)
 
 
-def build_importance(name: str, pruning_ratio: float) -> Any:
-    """A registered importance; learned ones (HARP, HYDRA, LWM) get their target kept fraction."""
-    return call_with_supported(get_registry().get("importances", name), {"target_kept": 1.0 - pruning_ratio})
+def build_importance(config: RunConfig) -> Any:
+    """A registered importance; learned ones (HARP, HYDRA, LWM) get their target and γ schedule."""
+    importance = call_with_supported(
+        get_registry().get("importances", config.method),
+        {"target_kept": 1.0 - config.pruning_ratio, "gamma": IncrementalGamma(config.gamma0, config.gamma_period)},
+    )
+    if config.mode == "unstructured" and not isinstance(importance, HarpImportance):
+        raise ValueError(
+            f"mode 'unstructured' needs a learned-mask method (harp, hydra, lwm), not {config.method!r}; "
+            "lwm is per-layer magnitude pruning"
+        )
+    return importance
 
 
 def build_loss(name: str, **options: Any) -> TrainingLoss:

@@ -16,6 +16,7 @@ def comparison_rows(dense: EvaluationReport, pruned: EvaluationReport) -> list[t
     ]
     rows += [
         ("parameters", f"{dense.parameters:,}", f"{pruned.parameters:,} ({_ratio(pruned.parameters, dense.parameters)})"),
+        ("nonzero parameters", f"{dense.nonzero_parameters:,}", f"{pruned.nonzero_parameters:,}"),
         ("MACs", f"{dense.macs:,}", f"{pruned.macs:,} ({_ratio(pruned.macs, dense.macs)})"),
         ("weight sparsity", _pct(dense.sparsity), _pct(pruned.sparsity)),
         ("test samples", str(dense.samples), str(pruned.samples)),

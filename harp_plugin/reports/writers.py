@@ -32,7 +32,7 @@ def write_run_report(report, out_dir: Path) -> dict[str, Path]:
     markdown = [
         f"# harp-plugin run: {config['method']} pruning of {config['model']} on {config['dataset']}",
         "",
-        f"Pruning ratio {config['pruning_ratio']:.0%} of channels, eps = {config['eps']}, "
+        f"Pruning ratio {config['pruning_ratio']:.0%} of {'channels' if config['mode'] == 'channel' else 'weights'}, eps = {config['eps']}, "
         f"training loss {config['train_loss']}, seed {config['seed']}, device {report.device}.",
         "",
         format_markdown(comparison_rows(report.dense, report.pruned)),

@@ -39,6 +39,8 @@ def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: 
         (["--eps", "-1"], "eps must be in [0, 1]"),
         (["--pruning-ratio", "1"], "pruning_ratio must be in [0, 1)"),
         (["--dataset", "cifar10"], "data_dir"),
+        (["--mode", "unstructured"], "mode 'unstructured' needs a learned-mask method (harp, hydra, lwm), not 'magnitude'"),
+        (["--mode", "sideways"], "mode must be 'channel' or 'unstructured', got 'sideways'"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     ],
 )
@@ -47,6 +49,17 @@ def test_bad_input_exits_with_one_clear_message(flags, message, tmp_path: Path, 
     error = capsys.readouterr().err
     assert error.startswith("harp-prune: error: ") and message in error
     assert not (tmp_path / "run" / "pretrain.pt").exists(), "nothing was trained on bad input"
+
+
+@pytest.mark.slow
+def test_fine_grained_hydra_run_reports_its_sparsity(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    flags = ["--method", "hydra", "--mode", "unstructured", "--pruning-ratio", "0.9", "--prune-epochs", "1",
+             "--max-train", "300", "--eval-attacks", "fgsm"]
+    assert main(["run", *QUICK, *flags, "--out-dir", str(out)]) == 0
+    pruned = json.loads((out / "report.json").read_text())["pruned"]
+    assert pruned["sparsity"] == pytest.approx(0.9, abs=0.01), "HYDRA keeps the uniform 10% in every layer"
+    assert pruned["nonzero_parameters"] < 0.15 * pruned["parameters"]
 
 
 def test_config_file_is_used(tmp_path: Path, capsys) -> None:
