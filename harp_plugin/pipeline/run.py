@@ -4,18 +4,20 @@ from __future__ import annotations
 import copy
 import inspect
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.importance.channels import remove_channels
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.phases import train_masks
-from harp_plugin.masking import attach_masks, remove_masks
+from harp_plugin.masking import MaskSet, attach_masks, remove_masks
 from harp_plugin.schedulers.gamma import IncrementalGamma
 from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.config import RunConfig, resolve_device
@@ -24,7 +26,7 @@ from harp_plugin.robust.attacks import Attack, pgd
 from harp_plugin.robust.checkpoint import save_checkpoint
 from harp_plugin.robust.evaluation import EvaluationReport, evaluate
 from harp_plugin.robust.losses import TrainingLoss
-from harp_plugin.robust.training import TrainConfig, fit
+from harp_plugin.robust.training import TrainConfig, TrainResult, fit
 
 
 @dataclass
@@ -49,83 +51,123 @@ class RunReport:
         }
 
 
+@dataclass
+class _Session:
+    """What every phase of one run shares: data, loss, attacks, device, output folder."""
+
+    config: RunConfig
+    device: str
+    splits: DataSplits
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader
+    example: torch.Tensor
+    loss: TrainingLoss
+    val_attack: Attack
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[phase] = time.perf_counter() - start
+
+    def train(self, model: nn.Module, epochs: int, lr: float, checkpoint: str, description: str) -> TrainResult:
+        """One adversarial training phase, checkpointed (and resumable) under ``out_dir``."""
+        return fit(
+            model, self.loss, self.train_loader, self.val_loader, TrainConfig(epochs=epochs, lr=lr),
+            val_attack=self.val_attack, checkpoint_path=Path(self.config.out_dir) / checkpoint,
+            resume=self.config.resume, device=self.device, progress=self.config.progress,
+            description=description,
+        )
+
+    def evaluate(self, model: nn.Module, attacks: list[Attack], label: str) -> EvaluationReport:
+        return evaluate(
+            model, self.test_loader, attacks, self.splits.num_classes, self.device, self.config.progress, label
+        )
+
+
 def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     """Run every phase of ``config``; checkpoints and the report go to ``config.out_dir``."""
-    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
     log(f"[1/5] data: {config.dataset}")
-    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
-    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
-    train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
-    model = build_model(config, splits).to(device)
-    example = next(iter(val_loader))[0][:2].to(device)
-    check_classifier_output(model, example, splits.num_classes)
-    loss = build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps)
-    val_attack = pgd(config.eps, steps=config.val_attack_steps)
+    start = time.perf_counter()
+    session = _open_session(config)
     eval_attacks = [
-        build_attack(name, config.eps, config.eval_attack_steps, splits.num_classes) for name in config.eval_attacks
+        build_attack(name, config.eps, config.eval_attack_steps, session.splits.num_classes)
+        for name in config.eval_attacks
     ]
     importance = build_importance(config)  # a bad name fails before training
-    seconds["data"] = time.perf_counter() - clock
+    session.seconds["data"] = time.perf_counter() - start
 
-    log(f"[2/5] adversarial pre-training ({config.pretrain_epochs} epochs, {loss.name}, eps={config.eps})")
-    clock = time.perf_counter()
-    fit(
-        model, loss, train_loader, val_loader,
-        TrainConfig(epochs=config.pretrain_epochs, lr=config.pretrain_lr),
-        val_attack=val_attack, checkpoint_path=out_dir / "pretrain.pt", resume=config.resume,
-        device=device, progress=config.progress, description="pre-train",
-    )
-    save_checkpoint({"model": model.state_dict()}, out_dir / "dense.pt")
-    seconds["pretrain"] = time.perf_counter() - clock
+    log(f"[2/5] adversarial pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
+    model = build_model(config, session.splits).to(session.device)
+    check_classifier_output(model, session.example, session.splits.num_classes)
+    with session.timed("pretrain"):
+        session.train(model, config.pretrain_epochs, config.pretrain_lr, "pretrain.pt", "pre-train")
+        save_checkpoint({"model": model.state_dict()}, out_dir / "dense.pt")
 
     unit = "channels" if config.mode == "channel" else "weights"
     log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit} with {config.method!r} importance")
-    clock = time.perf_counter()
     pruned = copy.deepcopy(model)
-    prune_config = TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr)
-    masks = None
-    if config.mode == "channel":
-        prune_history = remove_channels(
-            pruned, importance, config.pruning_ratio, example, loss=loss, train_loader=train_loader,
-            val_loader=val_loader, prune=prune_config, val_attack=val_attack, progress=config.progress,
-        )
-    else:
-        masks = attach_masks(pruned, importance.target_kept, method=importance.method)
-        prune_history = train_masks(
-            pruned, masks, loss, train_loader, val_loader, prune_config, gamma=importance.gamma,
-            val_attack=val_attack, progress=config.progress,
-        )
-    check_classifier_output(pruned, example, splits.num_classes)
-    seconds["prune"] = time.perf_counter() - clock
+    with session.timed("prune"):
+        prune_history, masks = _prune(session, pruned, importance)
+        check_classifier_output(pruned, session.example, session.splits.num_classes)
 
     log(f"[4/5] adversarial fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
-    clock = time.perf_counter()
-    fit(
-        pruned, loss, train_loader, val_loader,
-        TrainConfig(epochs=config.finetune_epochs, lr=config.finetune_lr),
-        val_attack=val_attack, checkpoint_path=out_dir / "finetune.pt", resume=config.resume,
-        device=device, progress=config.progress, description="fine-tune",
-    )
-    if masks is not None:
-        remove_masks(masks, how="zero")  # θ ⊙ M as plain weights: loads into the dense architecture
-    save_checkpoint({"model": pruned.state_dict()}, out_dir / "pruned.pt")
-    seconds["finetune"] = time.perf_counter() - clock
+    with session.timed("finetune"):
+        session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune")
+        if masks is not None:
+            remove_masks(masks, how="zero")  # θ ⊙ M as plain weights: loads into the dense architecture
+        save_checkpoint({"model": pruned.state_dict()}, out_dir / "pruned.pt")
 
-    log(f"[5/5] evaluating dense and pruned on {len(test_loader.dataset)} test images")
-    clock = time.perf_counter()
-    dense_report = evaluate(model, test_loader, eval_attacks, splits.num_classes, device, config.progress, "dense")
-    pruned_report = evaluate(pruned, test_loader, eval_attacks, splits.num_classes, device, config.progress, "pruned")
-    seconds["evaluate"] = time.perf_counter() - clock
+    log(f"[5/5] evaluating dense and pruned on {len(session.test_loader.dataset)} test images")
+    with session.timed("evaluate"):
+        dense_report = session.evaluate(model, eval_attacks, "dense")
+        pruned_report = session.evaluate(pruned, eval_attacks, "pruned")
     notes = [] if prune_history is None else [
         f"{config.method} scores trained for {len(prune_history.history)} epochs; "
         f"selected epoch {prune_history.best_epoch} on validation"
     ]
-    return RunReport(config.to_dict(), device, dense_report, pruned_report, seconds, notes)
+    return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes)
+
+
+def _open_session(config: RunConfig) -> _Session:
+    device = resolve_device(config.device)
+    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
+    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
+    train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
+    return _Session(
+        config=config,
+        device=device,
+        splits=splits,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+        example=next(iter(val_loader))[0][:2].to(device),
+        loss=build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps),
+        val_attack=pgd(config.eps, steps=config.val_attack_steps),
+    )
+
+
+def _prune(session: _Session, model: nn.Module, importance: Any) -> tuple[TrainResult | None, MaskSet | None]:
+    """Channels removed through tp.MetaPruner, or fine-grained masks attached and trained."""
+    config = session.config
+    prune_config = TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr)
+    common = dict(val_attack=session.val_attack, progress=config.progress)
+    if config.mode == "channel":
+        history = remove_channels(
+            model, importance, config.pruning_ratio, session.example, loss=session.loss,
+            train_loader=session.train_loader, val_loader=session.val_loader, prune=prune_config, **common,
+        )
+        return history, None
+    masks = attach_masks(model, importance.target_kept, method=importance.method)
+    history = train_masks(
+        model, masks, session.loss, session.train_loader, session.val_loader, prune_config,
+        gamma=importance.gamma, **common,
+    )
+    return history, masks
 
 
 def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:

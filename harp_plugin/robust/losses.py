@@ -35,17 +35,23 @@ class StandardLoss:
 
 
 @dataclass
-class PGDATLoss:
-    """Madry et al.: CE on PGD examples from a uniform random start in the ε-ball."""
+class _AttackedLoss:
+    """Shared part of the adversarial losses: ε, the attack's steps and step size."""
 
     eps: float
     steps: int = 10
     alpha: float | None = None
-    name: str = "pgd-at"
     attack: Attack = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.attack = pgd(self.eps, steps=self.steps, alpha=self.alpha, random_start=True)
+
+
+@dataclass
+class PGDATLoss(_AttackedLoss):
+    """Madry et al.: CE on PGD examples from a uniform random start in the ε-ball."""
+
+    name: str = "pgd-at"
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         adversarial = self.attack(model, inputs, labels)
@@ -53,15 +59,11 @@ class PGDATLoss:
 
 
 @dataclass
-class TRADESLoss:
+class TRADESLoss(_AttackedLoss):
     """Zhang et al.: CE(f(x), y) + β·KL(softmax f(x) ‖ softmax f(x_adv)), β = 6."""
 
-    eps: float
-    steps: int = 10
-    alpha: float | None = None
     beta: float = 6.0
     name: str = "trades"
-    attack: Attack = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_beta(self.beta)
@@ -80,19 +82,15 @@ class TRADESLoss:
 
 
 @dataclass
-class MARTLoss:
+class MARTLoss(_AttackedLoss):
     """Wang et al.: boosted CE on x_adv + β·mean[KL(p_nat ‖ p_adv)·(1 − p_nat,y)], β = 5."""
 
-    eps: float
-    steps: int = 10
-    alpha: float | None = None
     beta: float = 5.0
     name: str = "mart"
-    attack: Attack = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_beta(self.beta)
-        self.attack = pgd(self.eps, steps=self.steps, alpha=self.alpha, random_start=True)
+        super().__post_init__()
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         adversarial = self.attack(model, inputs, labels)
