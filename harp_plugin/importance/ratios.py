@@ -13,6 +13,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from harp_plugin.masking.layers import untouched
+
 ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
 
@@ -27,7 +29,8 @@ def reconciled_ratio_dict(
     Ratios are 1 − (kept + ½)/n so that MetaPruner's ``int(n·(1 − ratio))`` lands on the
     learned channel count exactly instead of rounding one channel away.
     """
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    with untouched(model):
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
     ratios: dict[nn.Module, float] = {}
     for group in graph.get_all_groups(ignored_layers=list(ignored_layers), root_module_types=ROOT_TYPES):
         members = [

@@ -14,7 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from harp_plugin.masking.layers import LayerTrace
+from harp_plugin.masking.layers import LayerTrace, untouched
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def flop_costs(
     model: nn.Module, example_inputs: torch.Tensor, traces: Mapping[str, LayerTrace]
 ) -> CostModel:
     """Channel mode: MACs of every executed Conv2d/Linear, coupled to its producers."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    with untouched(model):
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
     modules = dict(model.named_modules())
     names = {modules[name]: name for name in traces}
     costs: dict[str, LayerCost] = {}

@@ -76,6 +76,9 @@ def remove_masks(mask_set: MaskSet, how: Literal["dense", "zero", "prune"] = "ze
     if how not in ("dense", "zero", "prune"):
         raise ValueError(f"how must be 'dense', 'zero' or 'prune', got {how!r}")
     masks = full_masks(mask_set)
+    for gate in mask_set.gates:
+        gate.remove()
+    mask_set.gates.clear()
     for name, layer in mask_set.layers.items():
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         if how == "zero":

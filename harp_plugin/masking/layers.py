@@ -1,8 +1,10 @@
 """Which layers get masks, and what a traced forward pass says about them."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -47,23 +49,37 @@ class LayerTrace:
 
     order: int
     dense_flops: float  # multiply-accumulates per sample with every channel kept
+    norm: str | None = None  # the BatchNorm applied directly to this layer's output, if any
 
 
 def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, LayerTrace]:
-    """Run one forward pass; record each executed Conv2d/Linear's order and dense MACs."""
+    """Run one forward pass; record each executed Conv2d/Linear's order, dense MACs and BN."""
     traces: dict[str, LayerTrace] = {}
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # the tensor is kept so its id stays unique
     batch = example_inputs.shape[0] if example_inputs.dim() > 0 else 1
 
     def record(name: str):
         def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             macs = output.numel() / batch * module.weight[0].numel()
             traces.setdefault(name, LayerTrace(len(traces), float(macs)))
+            outputs[id(output)] = (name, output)
+        return hook
+
+    def record_norm(norm_name: str):
+        def hook(_module: nn.Module, inputs: tuple) -> None:
+            producer = outputs.get(id(inputs[0]))
+            if producer is not None and traces[producer[0]].norm is None:
+                traces[producer[0]] = dataclasses.replace(traces[producer[0]], norm=norm_name)
         return hook
 
     handles = [
         module.register_forward_hook(record(name))
         for name, module in model.named_modules()
         if isinstance(module, PRUNABLE_TYPES)
+    ] + [
+        module.register_forward_pre_hook(record_norm(name))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
     ]
     was_training = model.training
     try:
@@ -75,6 +91,26 @@ def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, La
         for handle in handles:
             handle.remove()
     return traces
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Restore every module's train/eval mode and every buffer (BN statistics) afterwards.
+
+    Torch-Pruning's ``DependencyGraph`` runs a forward pass and leaves the model in eval mode;
+    in train mode that pass would also fold the example inputs into the BN running statistics.
+    """
+    modes = {module: module.training for module in model.modules()}
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in buffers and buffer.shape == buffers[name].shape:
+                    buffer.copy_(buffers[name])
 
 
 def run_example(model: nn.Module, example_inputs: torch.Tensor) -> torch.Tensor:

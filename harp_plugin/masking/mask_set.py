@@ -1,23 +1,27 @@
 """Attach HARP/HYDRA/LWM masks to a model and drive them as one set."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from harp_plugin.masking.cost import CostModel, flop_costs, parameter_costs
 from harp_plugin.masking.errors import MaskingError
-from harp_plugin.masking.layers import classifier_name, find_prunable, trace_layers
+from harp_plugin.masking.layers import LayerTrace, classifier_name, find_prunable, trace_layers
 from harp_plugin.masking.parametrization import FixedRateScoreMask, LearnedRateScoreMask, ScoreMask
 from harp_plugin.masking.scores import rate_logit, scaled_scores
+from harp_plugin.masking.topk import kept_count
 
 Mode = Literal["unstructured", "channel"]
 Method = Literal["harp", "hydra", "lwm"]
 MODES: tuple[str, ...] = ("unstructured", "channel")
 METHODS: tuple[str, ...] = ("harp", "hydra", "lwm")
+# Relative slack on the budget when judging the actual masks (docs/harp.md, "target reached").
+TARGET_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -30,6 +34,7 @@ class MaskSet:
     mode: str
     method: str
     costs: CostModel
+    gates: list[RemovableHandle] = field(default_factory=list)  # channel mode: output gates
 
     def masks(self) -> dict[str, ScoreMask]:
         """Each layer's parametrization, by layer name."""
@@ -58,15 +63,28 @@ class MaskSet:
         return self.costs.compression_loss(self.kept_fractions(), self.target_kept)
 
     def target_reached(self) -> bool:
-        """round(L_c, 4) == 0, the criterion of methods.md §1."""
-        with torch.no_grad():
-            return round(float(self.compression_loss()), 4) == 0.0
+        """Whether the actual top-k masks cost at most the budget (+ ``TARGET_TOLERANCE``).
+
+        Judged on the masks, not on L_c: the hinge keeps the rates hovering at the boundary,
+        so round(L_c, 4) == 0 is met at an epoch end by chance, while the masks, whose
+        counts k = n − int((1 − a)·n) round up, can be on either side of it.
+        """
+        return self.kept_cost_fraction() <= self.budget_fraction() * (1.0 + TARGET_TOLERANCE)
 
     def kept_cost_fraction(self) -> float:
         """Share of the dense cost (parameters or FLOPs) the current masks keep."""
         actual = {name: mask.mask.float().mean() for name, mask in self.masks().items()}
         with torch.no_grad():
             return float(self.costs.cost(actual) / self.costs.cost({}))
+
+    def budget_fraction(self) -> float:
+        """Share of the dense cost kept by uniform top-k masks at a_t (HYDRA's and LWM's)."""
+        uniform = {
+            name: kept_count(mask.mask.numel(), self.target_kept) / mask.mask.numel()
+            for name, mask in self.masks().items()
+        }
+        with torch.no_grad():
+            return float(self.costs.cost(uniform) / self.costs.cost({}))
 
 
 def default_kept_init(target_kept: float) -> float:
@@ -105,20 +123,22 @@ def attach_masks(
     if kept_init < min_kept:
         raise MaskingError(f"kept_init={kept_init} is below a_min = alpha·target_kept = {min_kept}")
     layers = find_prunable(model, ignored_layers)
-    costs = _cost_model(model, layers, mode, example_inputs)
-    for layer in layers.values():
+    traces = _channel_traces(model, layers, example_inputs) if mode == "channel" else {}
+    costs = flop_costs(model, example_inputs, traces) if traces else parameter_costs(layers)
+    gates = []
+    for name, layer in layers.items():
         scores = scaled_scores(layer.weight, per_channel=mode == "channel")
         mask = _make_mask(scores, method, target_kept, kept_init, min_kept)
         parametrize.register_parametrization(layer, "weight", mask)
-    return MaskSet(model, layers, target_kept, mode, method, costs)
+        if mode == "channel":
+            gates.append(_attach_gate(model, layer, traces.get(name), mask))
+    return MaskSet(model, layers, target_kept, mode, method, costs, gates)
 
 
-def _cost_model(
-    model: nn.Module, layers: dict[str, nn.Module], mode: str, example_inputs: torch.Tensor | None
-) -> CostModel:
-    """Parameters in fine-grained mode; in channel mode FLOPs, dropping the classifier."""
-    if mode == "unstructured":
-        return parameter_costs(layers)
+def _channel_traces(
+    model: nn.Module, layers: dict[str, nn.Module], example_inputs: torch.Tensor | None
+) -> dict[str, LayerTrace]:
+    """Trace FLOPs and BNs for channel mode and drop the classifier from ``layers``."""
     if example_inputs is None:
         raise MaskingError("channel mode needs example_inputs to trace FLOPs and find the classifier")
     traces = trace_layers(model, example_inputs)
@@ -126,7 +146,14 @@ def _cost_model(
     layers.pop(classifier, None)
     if not layers:
         raise MaskingError(f"channel mode found no prunable layer besides the classifier {classifier!r}")
-    return flop_costs(model, example_inputs, traces)
+    return traces
+
+
+def _attach_gate(model: nn.Module, layer: nn.Module, trace: LayerTrace | None, mask: ScoreMask) -> RemovableHandle:
+    """Gate the channel's final output: that of the BN right after ``layer``, else ``layer``'s."""
+    end = model.get_submodule(trace.norm) if trace is not None and trace.norm else layer
+    mask.gated = True
+    return end.register_forward_hook(lambda _module, _inputs, output: mask.gate(output))
 
 
 def _make_mask(scores: torch.Tensor, method: str, target_kept: float, kept_init: float, min_kept: float) -> ScoreMask:

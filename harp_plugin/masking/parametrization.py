@@ -21,12 +21,16 @@ class ScoreMask(nn.Module):
     The mask is recomputed only when s or a changed since the last computation (an
     optimiser step bumps their version counters), so every attack step inside one
     optimiser step reuses the same mask. Once frozen, the mask never changes again.
+
+    ``gated`` (channel mode): the mask acts in :meth:`gate`, on the channel's output, and the
+    weight stays θ, so a pruned channel's pre-gate output is what switching it back on gives.
     """
 
     def __init__(self, scores: torch.Tensor, learn_scores: bool) -> None:
         super().__init__()
         self.scores = nn.Parameter(scores.detach().clone(), requires_grad=learn_scores)
         self.frozen = False
+        self.gated = False
         self._seen: tuple[int, ...] | None = None
 
     @property
@@ -57,7 +61,20 @@ class ScoreMask(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.frozen and self._seen != self._versions():
             self.refresh()
-        return MaskedWeight.apply(weight, self.scores, self.kept_fraction(), self.mask)
+        if self.gated:
+            return weight
+        return MaskedWeight.apply(weight, self.scores, self.kept_fraction(), self.mask, 0)
+
+    def gate(self, output: torch.Tensor) -> torch.Tensor:
+        """Zero the pruned channels (dim 1) of the layer's output, or of the BN right after it.
+
+        Why: a channel whose weights are zeroed still leaves a train-mode BN as β, and the BN
+        divides the gradient reaching those zeroed channels by sqrt(eps) (their variance is 0):
+        summed into ∂L/∂a it outweighed γ·∂L_c/∂a ~20-fold and drove every conv rate to 1.
+        Gating the channel's final output is what physical removal does, with a gradient
+        Σ ∂L/∂out ⊙ out on the natural scale.
+        """
+        return MaskedWeight.apply(output, self.scores, self.kept_fraction(), self.mask, 1)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"frozen": self.frozen}

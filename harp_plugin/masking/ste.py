@@ -5,47 +5,55 @@ gradient is zero almost everywhere. The estimator passes the gradient reaching t
 straight through: ∂L/∂s = ∂L/∂M ⊙ sign(s) (the mask ranks |s|) and ∂L/∂a = Σ ∂L/∂M over
 kept *and* pruned entries. The mask itself is an input (computed once per optimiser step),
 so the many forward passes of an attack never re-sort the scores.
+
+The masked tensor is a weight (per-weight masks, or per-output-channel masks on dim 0) or,
+in channel mode, a layer's output activations (channel dim 1; see ``ScoreMask.gate``).
 """
 from __future__ import annotations
 
 import torch
 
 
-def expand_mask(mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """A per-weight mask as is; a per-output-channel mask broadcast over the weight."""
-    if mask.shape == weight.shape:
+def expand_mask(mask: torch.Tensor, target: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
+    """A per-entry mask as is; a per-channel mask shaped to broadcast along ``channel_dim``."""
+    if mask.shape == target.shape:
         return mask
-    return mask.reshape(-1, *([1] * (weight.dim() - 1)))
+    shape = [1] * target.dim()
+    shape[channel_dim] = -1
+    return mask.reshape(shape)
 
 
 class MaskedWeight(torch.autograd.Function):
-    """θ ⊙ M in the forward pass; straight-through gradients for s and a in the backward."""
+    """x ⊙ M in the forward pass; straight-through gradients for s and a in the backward."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
-        weight: torch.Tensor,
+        target: torch.Tensor,
         scores: torch.Tensor,
         kept_fraction: torch.Tensor,
         mask: torch.Tensor,
+        channel_dim: int,
     ) -> torch.Tensor:
-        ctx.save_for_backward(weight, scores, mask)
-        return weight * expand_mask(mask, weight)
+        ctx.save_for_backward(target, scores, mask)
+        ctx.channel_dim = channel_dim
+        return target * expand_mask(mask, target, channel_dim)
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        weight, scores, mask = ctx.saved_tensors
-        need_weight, need_scores, need_kept, _ = ctx.needs_input_grad
-        grad_weight = grad_output * expand_mask(mask, weight) if need_weight else None
+        target, scores, mask = ctx.saved_tensors
+        dim = ctx.channel_dim
+        need_target, need_scores, need_kept, _, _ = ctx.needs_input_grad
+        grad_target = grad_output * expand_mask(mask, target, dim) if need_target else None
         grad_scores = grad_kept = None
         if need_scores or need_kept:
-            grad_mask = grad_output * weight
-            if mask.shape != weight.shape:
-                grad_mask = grad_mask.flatten(1).sum(dim=1)
+            grad_mask = grad_output * target
+            if mask.shape != target.shape:
+                grad_mask = grad_mask.sum(dim=[d for d in range(target.dim()) if d != dim])
             if need_scores:
                 grad_scores = grad_mask * torch.sign(scores)
             if need_kept:
                 grad_kept = grad_mask.sum().reshape(())
-        return grad_weight, grad_scores, grad_kept, None
+        return grad_target, grad_scores, grad_kept, None, None

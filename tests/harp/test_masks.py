@@ -10,6 +10,7 @@ from harp_plugin.masking import MaskingError, UnsupportedLayerError, attach_mask
 from harp_plugin.masking import parametrization
 from harp_plugin.masking.topk import kept_count
 from harp_plugin.robust.losses import PGDATLoss
+from tests.harp.conftest import tiny_cnn
 
 
 def test_kept_count_follows_the_formula() -> None:
@@ -148,3 +149,32 @@ def test_attaching_twice_is_refused(sequential: nn.Sequential) -> None:
     attach_masks(sequential, 0.5)
     with pytest.raises(MaskingError, match="already has a parametrized weight"):
         attach_masks(sequential, 0.5)
+
+
+def _set_rates(masks, kept: dict[str, float]) -> None:
+    with torch.no_grad():
+        for name, value in kept.items():
+            mask = masks.masks()[name]
+            share = (value - float(mask.min_kept)) / (1 - float(mask.min_kept))
+            mask.rate_logit.fill_(math.log(share / (1 - share)))
+    masks.refresh()
+
+
+def test_target_is_judged_on_the_actual_masks_not_on_rounded_lc(sequential: nn.Sequential) -> None:
+    masks = attach_masks(sequential, 0.1, kept_init=0.5)
+    _set_rates(masks, {name: 0.1 * (1 + 2e-4) for name in masks.layers})  # rates hover just above
+    assert round(float(masks.compression_loss().detach()), 4) > 0  # methods.md's test says "not yet"
+    assert masks.kept_cost_fraction() == pytest.approx(masks.budget_fraction())  # same counts as HYDRA
+    assert masks.target_reached()
+    _set_rates(masks, {"7": 0.105})  # the biggest layer keeps 5% more than the budget allows
+    assert not masks.target_reached()
+    assert attach_masks(tiny_cnn(), 0.1, method="hydra").target_reached()
+
+
+def test_channel_mode_leaves_modes_and_bn_statistics_alone(sequential: nn.Sequential) -> None:
+    before = {name: buffer.clone() for name, buffer in sequential.named_buffers()}
+    attach_masks(sequential, 0.5, mode="channel", example_inputs=torch.rand(1, 1, 12, 12))
+    assert all(m.training for m in sequential.modules())  # Torch-Pruning's trace sets eval mode
+    after = dict(sequential.named_buffers())
+    for name, buffer in before.items():
+        assert torch.equal(after[name], buffer), name
