@@ -131,12 +131,11 @@ def autoattack_light(eps: float, num_classes: int = 10, seed: int = 0) -> Attack
     )
 
 
-def autoattack(eps: float, num_classes: int = 10, seed: int = 0) -> Attack:
-    """The reference AutoAttack (PyPI ``pyautoattack``), when installed."""
-    del num_classes, seed  # the reference reads both from the model and its own defaults
+def autoattack(eps: float, seed: int = 0) -> Attack:
+    """The reference AutoAttack (PyPI ``pyautoattack``: 100-step APGD, FAB, 5,000-query Square)."""
     eps = check_eps(eps)
     try:
-        from autoattack import AutoAttack as ReferenceAutoAttack  # type: ignore[import-not-found]
+        from pyautoattack import AutoAttack as ReferenceAutoAttack
     except ImportError as error:
         raise ImportError(
             "attack 'autoattack' needs the reference implementation: pip install pyautoattack "
@@ -144,9 +143,14 @@ def autoattack(eps: float, num_classes: int = 10, seed: int = 0) -> Attack:
         ) from error
 
     def build(model: nn.Module) -> AttackFn:
-        adversary = ReferenceAutoAttack(model, norm="Linf", eps=eps, version="standard")
-        adversary.verbose = False
-        return lambda x, y: adversary.run_standard_evaluation(x, y, bs=x.shape[0])
+        def run(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            adversary = ReferenceAutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed,
+                                            device=inputs.device)
+            adversary.verbose = False
+            adversarial, _ = adversary.run_standard_evaluation(inputs, labels, batch_size=inputs.shape[0])
+            return adversarial
+
+        return run
 
     return Attack("AutoAttack (reference)", eps, build, reseeds_global_rng=True)
 

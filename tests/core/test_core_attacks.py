@@ -81,7 +81,20 @@ def test_bad_steps_and_alpha_are_rejected() -> None:
         apgd(0.1, loss="kl")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("autoattack") is not None, reason="pyautoattack is installed")
+@pytest.mark.skipif(importlib.util.find_spec("pyautoattack") is not None, reason="pyautoattack is installed")
 def test_reference_autoattack_names_its_package_when_missing() -> None:
     with pytest.raises(ImportError, match="pip install pyautoattack"):
         autoattack(0.1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyautoattack") is None, reason="pyautoattack is not installed")
+def test_reference_autoattack_runs_through_the_same_wrapper() -> None:
+    torch.manual_seed(0)
+    # ten classes (its targeted APGD needs them) and a linear model, whose gradients never vanish
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    images = torch.rand(6, 1, 8, 8)
+    labels = model(images).argmax(1)  # all correct, and a wide ball: APGD-CE flips them early
+    adversarial = autoattack(0.5)(model, images, labels)
+    assert (adversarial - images).abs().max() <= 0.5 + 1e-6
+    assert (model(adversarial).argmax(1) != labels).all()
+    assert not model.training
