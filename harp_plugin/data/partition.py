@@ -25,11 +25,13 @@ def validate_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
 def split_indices(
     labels: torch.Tensor, fractions: Sequence[float], seed: int
 ) -> list[torch.Tensor]:
-    """Disjoint, class-stratified index sets, one per fraction, each sorted ascending.
+    """Disjoint, class-stratified index sets, one per fraction, each in a seeded random order.
 
     Every class is shuffled with ``seed`` and cut at the cumulative fractions, so each split keeps
     the class balance of the whole and no index appears twice; fractions summing to less than 1
-    leave the rest unused.
+    leave the rest unused. Each split is then shuffled too: pools such as mnist5k are stored
+    class by class, and an ordered split would make any prefix (a capped validation pass, the
+    first evaluation batches) hold one or two classes only.
     """
     values = validate_fractions(fractions)
     labels = torch.as_tensor(labels)
@@ -44,13 +46,16 @@ def split_indices(
         cuts = torch.round(bounds * len(members)).long().tolist()
         for part, start, stop in zip(parts, cuts, cuts[1:]):
             part.append(members[start:stop])
-    return [torch.sort(torch.cat(part)).values for part in parts]
+    return [_shuffled(torch.cat(part), generator) for part in parts]
 
 
 def cap_indices(indices: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
-    """A seeded random subset of at most ``limit`` indices (sorted), for quick runs."""
+    """A seeded random subset of at most ``limit`` indices (in random order), for quick runs."""
     if limit is None or limit >= len(indices):
         return indices
     generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(indices), generator=generator)[:limit]
-    return torch.sort(indices[chosen]).values
+    return indices[torch.randperm(len(indices), generator=generator)[:limit]]
+
+
+def _shuffled(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return indices[torch.randperm(len(indices), generator=generator)]
