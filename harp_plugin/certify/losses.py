@@ -119,6 +119,7 @@ class CertifiedLoss:
             raise ValueError(f"certified training supports 'ibp' and 'crown-ibp', not {method!r}")
         self.schedule = EpsilonSchedule(eps, warmup_epochs, ramp_epochs)
         self.method, self.stability_weight, self.stability_mode = method, stability_weight, stability_mode
+        self.name = f"certified-{method}"
         self.lower, self.upper = lower, upper
         self.eps_now = self.schedule.eps_max
 

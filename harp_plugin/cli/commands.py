@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import fields
+from pathlib import Path
 
-from harp_plugin.pipeline.config import RunConfig, build_config, load_config_file
-from harp_plugin.pipeline.run import run
+from harp_plugin.certify.accuracy import certified_accuracy
+from harp_plugin.pipeline.config import RunConfig, build_config, load_config_file, resolve_device
+from harp_plugin.pipeline.run import load_run_model, run
 from harp_plugin.registry import KINDS, get_registry
-from harp_plugin.reports import comparison_rows, format_text, write_run_report
+from harp_plugin.reports import comparison_rows, format_text, write_run_report, write_text_atomic
 
 
 def run_command(arguments: argparse.Namespace) -> int:
@@ -21,6 +24,28 @@ def run_command(arguments: argparse.Namespace) -> int:
     print()
     print("total wall time: {:.1f} s".format(sum(report.seconds.values())))
     print("wrote: " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def certify_command(arguments: argparse.Namespace) -> int:
+    run_dir = Path(arguments.run_dir)
+    report_path = run_dir / "report.json"
+    if not report_path.is_file():
+        raise FileNotFoundError(f"{str(report_path)!r} does not exist: point --run-dir at a `harp-prune run` output folder")
+    config = build_config(json.loads(report_path.read_text())["config"], device=arguments.device)
+    eps = config.eps if arguments.eps is None else arguments.eps
+    model, test_loader = load_run_model(config, run_dir / f"{arguments.which}.pt")
+    result = certified_accuracy(
+        model, test_loader, eps, method=arguments.method, backend=arguments.backend,
+        device=resolve_device(config.device), progress=arguments.progress,
+    )
+    target = write_text_atomic(
+        run_dir / f"certify-{arguments.which}-{arguments.method}.json", json.dumps(result.to_dict(), indent=2)
+    )
+    print(f"{arguments.which} model, {result.method} ({result.backend} backend), eps = {eps:g}, {result.total} test images")
+    print(f"certified accuracy {result.certified_accuracy:.2%}, clean accuracy {result.clean_accuracy:.2%}, "
+          f"unstable ReLUs {result.unstable_fraction:.2%}")
+    print(f"wrote: {target}")
     return 0
 
 

@@ -27,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(run)
     run.set_defaults(handler=commands.run_command)
 
+    certify = sub.add_parser("certify", help="certified accuracy of a run's dense or pruned model on its test split")
+    certify.add_argument("--run-dir", default="runs/latest", help="a folder written by `harp-prune run` (default: runs/latest)")
+    certify.add_argument("--which", choices=("pruned", "dense"), default="pruned", help="which checkpoint (default: pruned)")
+    certify.add_argument("--eps", type=float, help="L∞ radius in pixel units (default: the run's eps)")
+    certify.add_argument("--method", default="crown", help="ibp, crown, crown-ibp (alpha-crown with auto_LiRPA)")
+    certify.add_argument("--backend", default="auto", help="auto (auto_LiRPA when importable), native or auto_lirpa")
+    certify.add_argument("--device", default="auto", help="auto picks cuda when present")
+    certify.add_argument("--no-progress", dest="progress", action="store_false")
+    certify.set_defaults(handler=commands.certify_command)
+
     listing = sub.add_parser("list", help="list registered components (all kinds, or one)")
     listing.add_argument("kind", nargs="?", help="importances, attacks, losses, certifiers, schedulers, datasets or models")
     listing.set_defaults(handler=commands.list_command)

@@ -10,6 +10,9 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 import yaml
 
 
+MASK_METHODS: tuple[str, ...] = ("harp", "hydra", "lwm")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every knob of ``harp-prune run``; each field is also a ``--flag`` of the same name."""
@@ -25,7 +28,11 @@ class RunConfig:
     device: str = "auto"
     batch_size: int = 64
     eps: float = 0.1
+    train: str = "adversarial"
     train_loss: str = "pgd-at"
+    certified_method: str = "crown-ibp"
+    certified_lr: float = 1e-3
+    certify: tuple[str, ...] = ()
     train_attack_steps: int = 5
     val_attack_steps: int = 10
     eval_attacks: tuple[str, ...] = ("pgd", "fgsm")
@@ -38,7 +45,7 @@ class RunConfig:
     prune_epochs: int = 2
     prune_lr: float = 0.1
     gamma0: float = 0.01
-    gamma_period: float = 1.0
+    gamma_period: float = 0.02  # epochs between γ raises: short runs must reach the target early (§1)
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     out_dir: str = "runs/latest"
@@ -52,6 +59,13 @@ class RunConfig:
             raise ValueError(f"pruning_ratio must be in [0, 1), got {self.pruning_ratio}")
         if self.mode not in ("channel", "unstructured"):
             raise ValueError(f"mode must be 'channel' or 'unstructured', got {self.mode!r}")
+        if self.mode == "unstructured" and self.method not in MASK_METHODS:
+            raise ValueError(
+                f"mode 'unstructured' needs a learned-mask method ({', '.join(MASK_METHODS)}), not "
+                f"{self.method!r}; lwm is per-layer magnitude pruning"
+            )
+        if self.train not in ("adversarial", "certified"):
+            raise ValueError(f"train must be 'adversarial' or 'certified', got {self.train!r}")
         for name in ("batch_size", "train_attack_steps", "val_attack_steps", "eval_attack_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -61,6 +75,12 @@ class RunConfig:
         for name in ("max_train", "max_eval", "model_width"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer or unset, got {getattr(self, name)}")
+
+    @property
+    def certify_methods(self) -> tuple[str, ...]:
+        """Bound methods for test-set certified accuracy: IBP and CROWN-IBP after certified training
+        (full CROWN is tighter but far slower on conv layers: ask for it with --certify)."""
+        return self.certify or (("ibp", "crown-ibp") if self.train == "certified" else ())
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

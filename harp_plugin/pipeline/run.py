@@ -14,8 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
+from harp_plugin.certify.accuracy import certified_accuracy
+from harp_plugin.certify.losses import CertifiedLoss, EpsilonRampHooks
 from harp_plugin.importance.channels import remove_channels
-from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.phases import train_masks
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks
 from harp_plugin.schedulers.gamma import IncrementalGamma
@@ -23,7 +24,7 @@ from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.config import RunConfig, resolve_device
 from harp_plugin.registry import get_registry
 from harp_plugin.robust.attacks import Attack, pgd
-from harp_plugin.robust.checkpoint import save_checkpoint
+from harp_plugin.robust.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from harp_plugin.robust.evaluation import EvaluationReport, evaluate
 from harp_plugin.robust.losses import TrainingLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult, fit
@@ -72,19 +73,40 @@ class _Session:
         yield
         self.seconds[phase] = time.perf_counter() - start
 
-    def train(self, model: nn.Module, epochs: int, lr: float, checkpoint: str, description: str) -> TrainResult:
-        """One adversarial training phase, checkpointed (and resumable) under ``out_dir``."""
+    def train(
+        self, model: nn.Module, epochs: int, lr: float, checkpoint: str, description: str, ramp: bool = False
+    ) -> TrainResult:
+        """One training phase, checkpointed (and resumable) under ``out_dir``.
+
+        Adversarial: SGD on ``self.loss``. Certified (methods.md §4): Adam, gradient-norm clip
+        8, and — with ``ramp`` — ε held at 0 for the first 20% of the epochs, then ramped to
+        ε_max over the next 50%; only full-ε epochs may be selected as the best.
+        """
+        loss, hooks, config = self.loss, None, TrainConfig(epochs=epochs, lr=lr)
+        if self.config.train == "certified":
+            loss = certified_loss(self.config, epochs if ramp else 0)
+            hooks = EpsilonRampHooks(loss)
+            config = TrainConfig(epochs=epochs, lr=self.config.certified_lr, optimizer="adam",
+                                 weight_decay=0.0, grad_clip=8.0)
         return fit(
-            model, self.loss, self.train_loader, self.val_loader, TrainConfig(epochs=epochs, lr=lr),
-            val_attack=self.val_attack, checkpoint_path=Path(self.config.out_dir) / checkpoint,
-            resume=self.config.resume, device=self.device, progress=self.config.progress,
-            description=description,
+            model, loss, self.train_loader, self.val_loader, config, val_attack=self.val_attack,
+            hooks=hooks, checkpoint_path=Path(self.config.out_dir) / checkpoint, resume=self.config.resume,
+            device=self.device, progress=self.config.progress, description=description,
         )
 
     def evaluate(self, model: nn.Module, attacks: list[Attack], label: str) -> EvaluationReport:
-        return evaluate(
+        """Test-split report; certified accuracies (and IBP's unstable-ReLU share) go to extras."""
+        report = evaluate(
             model, self.test_loader, attacks, self.splits.num_classes, self.device, self.config.progress, label
         )
+        for method in self.config.certify_methods:
+            result = certified_accuracy(
+                model, self.test_loader, self.config.eps, method=method, device=self.device,
+                progress=self.config.progress,
+            )
+            report.extras[f"certified accuracy ({method.upper()})"] = result.certified_accuracy
+            report.extras[f"unstable ReLU fraction ({method.upper()})"] = result.unstable_fraction
+        return report
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
@@ -98,24 +120,24 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         build_attack(name, config.eps, config.eval_attack_steps, session.splits.num_classes)
         for name in config.eval_attacks
     ]
-    importance = build_importance(config)  # a bad name fails before training
+    get_registry().get("importances", config.method)  # a bad name fails before any training
     session.seconds["data"] = time.perf_counter() - start
 
-    log(f"[2/5] adversarial pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
+    log(f"[2/5] {config.train} pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
     model = build_model(config, session.splits).to(session.device)
     check_classifier_output(model, session.example, session.splits.num_classes)
     with session.timed("pretrain"):
-        session.train(model, config.pretrain_epochs, config.pretrain_lr, "pretrain.pt", "pre-train")
+        session.train(model, config.pretrain_epochs, config.pretrain_lr, "pretrain.pt", "pre-train", ramp=True)
         save_checkpoint({"model": model.state_dict()}, out_dir / "dense.pt")
 
     unit = "channels" if config.mode == "channel" else "weights"
     log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit} with {config.method!r} importance")
     pruned = copy.deepcopy(model)
     with session.timed("prune"):
-        prune_history, masks = _prune(session, pruned, importance)
+        prune_history, masks = _prune(session, pruned, build_importance(config, pruned, session.train_loader))
         check_classifier_output(pruned, session.example, session.splits.num_classes)
 
-    log(f"[4/5] adversarial fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
+    log(f"[4/5] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
     with session.timed("finetune"):
         session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune")
         if masks is not None:
@@ -133,10 +155,22 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes)
 
 
+def load_run_model(config: RunConfig, checkpoint: Path) -> tuple[nn.Module, DataLoader]:
+    """A run's saved model (pruned layers resized on load) and its test loader."""
+    splits = _load_splits(config)
+    model = build_model(config, splits)
+    load_model_state(model, load_checkpoint(checkpoint)["model"], str(checkpoint))
+    return model, make_loaders(splits, config.batch_size, seed=config.seed)[2]
+
+
+def _load_splits(config: RunConfig) -> DataSplits:
+    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
+    return load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
+
+
 def _open_session(config: RunConfig) -> _Session:
     device = resolve_device(config.device)
-    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
-    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
+    splits = _load_splits(config)
     train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
     return _Session(
         config=config,
@@ -146,7 +180,10 @@ def _open_session(config: RunConfig) -> _Session:
         val_loader=val_loader,
         test_loader=test_loader,
         example=next(iter(val_loader))[0][:2].to(device),
-        loss=build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps),
+        loss=(
+            certified_loss(config, 0) if config.train == "certified"
+            else build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps)
+        ),
         val_attack=pgd(config.eps, steps=config.val_attack_steps),
     )
 
@@ -184,18 +221,28 @@ def build_model(config: RunConfig, splits: DataSplits) -> nn.Module:
     return call_with_supported(get_registry().get("models", config.model), options)
 
 
-def build_importance(config: RunConfig) -> Any:
-    """A registered importance; learned ones (HARP, HYDRA, LWM) get their target and γ schedule."""
-    importance = call_with_supported(
+def build_importance(config: RunConfig, model: nn.Module, calibration: DataLoader) -> Any:
+    """A registered importance with whichever settings it takes: learned ones (HARP, HYDRA,
+    LWM) their target and γ schedule, bound-based ones (stability) the model to score, its
+    calibration data (training split, never test) and ε."""
+    return call_with_supported(
         get_registry().get("importances", config.method),
-        {"target_kept": 1.0 - config.pruning_ratio, "gamma": IncrementalGamma(config.gamma0, config.gamma_period)},
+        {
+            "target_kept": 1.0 - config.pruning_ratio,
+            "gamma": IncrementalGamma(config.gamma0, config.gamma_period),
+            "model": model,
+            "calibration": calibration,
+            "eps": config.eps,
+        },
     )
-    if config.mode == "unstructured" and not isinstance(importance, HarpImportance):
-        raise ValueError(
-            f"mode 'unstructured' needs a learned-mask method (harp, hydra, lwm), not {config.method!r}; "
-            "lwm is per-layer magnitude pruning"
-        )
-    return importance
+
+
+def certified_loss(config: RunConfig, ramp_over_epochs: int) -> CertifiedLoss:
+    """CROWN-IBP (or IBP) certified loss; ε is 0 for 20% of the epochs, then ramps over 50%."""
+    return CertifiedLoss(
+        config.eps, method=config.certified_method,
+        warmup_epochs=0.2 * ramp_over_epochs, ramp_epochs=0.5 * ramp_over_epochs,
+    )
 
 
 def build_loss(name: str, **options: Any) -> TrainingLoss:

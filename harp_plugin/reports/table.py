@@ -15,6 +15,10 @@ def comparison_rows(dense: EvaluationReport, pruned: EvaluationReport) -> list[t
         for name, value in dense.robust_accuracy.items()
     ]
     rows += [
+        (name, _pct(value), _pct(pruned.extras.get(name, float("nan"))))
+        for name, value in dense.extras.items()
+    ]
+    rows += [
         ("parameters", f"{dense.parameters:,}", f"{pruned.parameters:,} ({_ratio(pruned.parameters, dense.parameters)})"),
         ("nonzero parameters", f"{dense.nonzero_parameters:,}", f"{pruned.nonzero_parameters:,}"),
         ("MACs", f"{dense.macs:,}", f"{pruned.macs:,} ({_ratio(pruned.macs, dense.macs)})"),

@@ -41,6 +41,7 @@ def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: 
         (["--dataset", "cifar10"], "data_dir"),
         (["--mode", "unstructured"], "mode 'unstructured' needs a learned-mask method (harp, hydra, lwm), not 'magnitude'"),
         (["--mode", "sideways"], "mode must be 'channel' or 'unstructured', got 'sideways'"),
+        (["--train", "magic"], "train must be 'adversarial' or 'certified', got 'magic'"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     ],
 )
@@ -60,6 +61,32 @@ def test_fine_grained_hydra_run_reports_its_sparsity(tmp_path: Path) -> None:
     pruned = json.loads((out / "report.json").read_text())["pruned"]
     assert pruned["sparsity"] == pytest.approx(0.9, abs=0.01), "HYDRA keeps the uniform 10% in every layer"
     assert pruned["nonzero_parameters"] < 0.15 * pruned["parameters"]
+
+
+@pytest.mark.slow
+def test_certified_stability_run_then_certify_its_checkpoint(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    flags = ["--method", "stability", "--train", "certified", "--pretrain-epochs", "2", "--max-train", "256",
+             "--max-eval", "48", "--eval-attacks", "fgsm", "--eps", "0.05", "--model-width", "8"]
+    assert main(["run", *QUICK, *flags, "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "certified accuracy (IBP)" in printed and "certified accuracy (CROWN-IBP)" in printed
+    report = json.loads((out / "report.json").read_text())
+    for side in ("dense", "pruned"):
+        extras = report[side]["extras"]
+        assert 0.0 <= extras["certified accuracy (IBP)"] <= extras["certified accuracy (CROWN-IBP)"] + 1e-9
+        assert extras["certified accuracy (CROWN-IBP)"] <= report[side]["clean_accuracy"]
+    assert report["pruned"]["parameters"] < report["dense"]["parameters"]
+
+    assert main(["certify", "--run-dir", str(out), "--method", "ibp", "--no-progress"]) == 0
+    certified = json.loads((out / "certify-pruned-ibp.json").read_text())
+    assert certified["certified_accuracy"] == pytest.approx(report["pruned"]["extras"]["certified accuracy (IBP)"])
+    assert certified["total"] == 48
+
+
+def test_certify_without_a_run_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["certify", "--run-dir", str(tmp_path)]) == 2
+    assert "report.json' does not exist" in capsys.readouterr().err
 
 
 def test_config_file_is_used(tmp_path: Path, capsys) -> None:
