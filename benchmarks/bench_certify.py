@@ -37,7 +37,7 @@ def timed(model: nn.Module, loader: DataLoader, method: str, backend: str) -> tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1000, help="images for IBP and CROWN-IBP")
-    parser.add_argument("--crown-samples", type=int, default=100, help="images for full CROWN")
+    parser.add_argument("--crown-samples", type=int, default=20, help="images for full CROWN (0: skip)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--train-epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
@@ -49,6 +49,7 @@ def main() -> None:
     loaders = {
         method: DataLoader(Subset(pool, range(count)), batch_size=args.batch_size)
         for method, count in (("ibp", args.samples), ("crown-ibp", args.samples), ("crown", args.crown_samples))
+        if count > 0
     }
     models = {
         "small_cnn": small_cnn(mean=splits.mean, std=splits.std),
