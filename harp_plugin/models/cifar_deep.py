@@ -5,7 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
-from harp_plugin.models.normalization import InputNormalization, per_channel
+from harp_plugin.models.normalization import InputNormalization
 
 
 def cifar_model_deep(
@@ -19,7 +19,7 @@ def cifar_model_deep(
     FC 100 → FC classes, BN + ReLU after each conv (≈0.67 M parameters at 32×32)."""
     spec = [(32, 3, 1, 1), (64, 4, 2, 1), (64, 3, 1, 1), (128, 4, 2, 1), (128, 4, 2, 1)]
     layers: list[nn.Module] = [
-        InputNormalization(per_channel(mean, in_channels), per_channel(std, in_channels))
+        InputNormalization.for_channels(mean, std, in_channels)
     ]
     channels, size = in_channels, input_size
     for out_channels, kernel, stride, padding in spec:

@@ -19,6 +19,11 @@ class InputNormalization(nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
+    @classmethod
+    def for_channels(cls, mean: Sequence[float], std: Sequence[float], channels: int) -> "InputNormalization":
+        """One-value statistics broadcast to ``channels``; a mismatched length is an error."""
+        return cls(per_channel(mean, channels), per_channel(std, channels))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from harp_plugin.models.normalization import InputNormalization, per_channel
+from harp_plugin.models.normalization import InputNormalization
 
 
 class BasicBlock(nn.Module):
@@ -49,7 +49,7 @@ def resnet18(
     """3×3 stem (no max-pool, as for CIFAR), four stages of two blocks, global pool, FC."""
     del input_size  # global average pooling makes the network size-agnostic
     layers: list[nn.Module] = [
-        InputNormalization(per_channel(mean, in_channels), per_channel(std, in_channels)),
+        InputNormalization.for_channels(mean, std, in_channels),
         nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
         nn.BatchNorm2d(width),
         nn.ReLU(),

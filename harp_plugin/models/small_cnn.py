@@ -5,7 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
-from harp_plugin.models.normalization import InputNormalization, per_channel
+from harp_plugin.models.normalization import InputNormalization
 
 
 def small_cnn(
@@ -25,7 +25,7 @@ def small_cnn(
         raise ValueError(f"small_cnn needs input_size >= 4, got {input_size}")
     reduced = ((input_size + 1) // 2 + 1) // 2  # a 3×3, stride-2, padding-1 conv gives ceil(n / 2)
     return nn.Sequential(
-        InputNormalization(per_channel(mean, in_channels), per_channel(std, in_channels)),
+        InputNormalization.for_channels(mean, std, in_channels),
         _conv_bn_relu(in_channels, width, stride=1),
         _conv_bn_relu(width, 2 * width, stride=2),
         _conv_bn_relu(2 * width, 2 * width, stride=1),

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
-from harp_plugin.models.normalization import InputNormalization, per_channel
+from harp_plugin.models.normalization import InputNormalization
 
 VGG16_LAYOUT: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
@@ -21,7 +21,7 @@ def vgg16_bn(
 ) -> nn.Sequential:
     """13 conv3×3+BN+ReLU layers in five max-pooled stages, global average pool, one FC."""
     layers: list[nn.Module] = [
-        InputNormalization(per_channel(mean, in_channels), per_channel(std, in_channels))
+        InputNormalization.for_channels(mean, std, in_channels)
     ]
     channels = in_channels
     pools = 0
