@@ -107,3 +107,15 @@ def test_entry_point_plugin_is_usable_by_name_from_the_cli(installed_plugin: Pat
     assert run.returncode == 0, run.stderr
     assert "'index-order' importance" in run.stdout
     assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_top_level_exports_resolve_to_the_real_objects() -> None:
+    import harp_plugin
+    from harp_plugin.certify.importance import StabilityImportance
+    from harp_plugin.importance.harp import HarpImportance
+
+    assert harp_plugin.HarpImportance is HarpImportance
+    assert harp_plugin.StabilityImportance is StabilityImportance
+    assert all(getattr(harp_plugin, name) is not None for name in harp_plugin.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        harp_plugin.Nope  # noqa: B018
