@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from torch.utils.data import DataLoader
 
+from harp_plugin.certify.schedule import GeometricScheduler
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients
 from harp_plugin.models.validation import final_classifier
@@ -42,18 +44,27 @@ def remove_channels(
     progress: bool = False,
     strict: bool = True,
     gradient_batches: int = 4,
+    rounds: int = 1,
+    between_rounds: Callable[[int], None] | None = None,
 ) -> TrainResult | None:
     """Physically remove ``pruning_ratio`` of the channels with ``tp.MetaPruner``, in place.
 
-    Whatever the importance needs first happens here, once: a :class:`HarpImportance` is
-    fitted (``prune`` config) and brings its learned per-layer ratios; an adversarial Taylor
-    importance collects ∂L_adv/∂θ, Torch-Pruning's plain Taylor ∂L_clean/∂θ; any other
-    importance prunes uniformly as is. The final classifier is always ignored (it would lose
-    classes). Parameters are replaced: rebuild any optimiser afterwards. Returns the score
-    training's history for HARP/HYDRA, else None.
+    Whatever the importance needs first happens here: a :class:`HarpImportance` is fitted
+    (``prune`` config) and brings its learned per-layer ratios; an adversarial Taylor
+    importance collects ∂L_adv/∂θ, Torch-Pruning's plain Taylor ∂L_clean/∂θ (again before
+    every round); any other importance prunes uniformly as is. With ``rounds`` > 1 the ratio
+    is reached geometrically (the same share of the remaining channels each round, methods.md
+    §4) and ``between_rounds(k)`` runs after every round but the last — retraining, so that a
+    state-dependent importance such as stability scores the retrained model. The final
+    classifier is always ignored (it would lose classes). Parameters are replaced: rebuild any
+    optimiser afterwards. Returns the score training's history for HARP/HYDRA, else None.
     """
     if not 0.0 <= pruning_ratio < 1.0:
         raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if rounds > 1 and isinstance(importance, HarpImportance):
+        raise ValueError("HarpImportance learns its ratios for one removal: use rounds=1 (fit again to prune more)")
     classifier = classifier if classifier is not None else final_classifier(model)
     trained, ratios = None, None
     if isinstance(importance, HarpImportance):
@@ -61,16 +72,27 @@ def remove_channels(
                                  example_inputs=example_inputs, ignored_layers=[classifier],
                                  val_attack=val_attack, progress=progress, strict=strict)
         ratios = importance.pruning_ratio_dict(model, example_inputs)
-    elif isinstance(importance, tp.importance.GroupTaylorImportance):
-        if train_loader is None or (loss is None and isinstance(importance, AdversarialTaylorImportance)):
-            raise ValueError(f"{type(importance).__name__} needs train_loader (and loss) for its gradients")
-        gradient_loss = loss if isinstance(importance, AdversarialTaylorImportance) else StandardLoss()
-        accumulate_gradients(model, train_loader, gradient_loss, gradient_batches)
     pruner = tp.MetaPruner(model, example_inputs, importance=importance, pruning_ratio=pruning_ratio,
-                           pruning_ratio_dict=ratios, ignored_layers=[classifier])
-    pruner.step()
-    model.zero_grad(set_to_none=True)
+                           pruning_ratio_dict=ratios, ignored_layers=[classifier], iterative_steps=rounds,
+                           iterative_pruning_ratio_scheduler=GeometricScheduler(rate=None))
+    for round_index in range(rounds):
+        if isinstance(importance, tp.importance.GroupTaylorImportance):
+            _taylor_gradients(model, importance, loss, train_loader, gradient_batches)
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        if between_rounds is not None and round_index < rounds - 1:
+            between_rounds(round_index)
     return trained
+
+
+def _taylor_gradients(
+    model: nn.Module, importance: tp.importance.Importance, loss: TrainingLoss | None,
+    train_loader: DataLoader | None, batches: int,
+) -> None:
+    if train_loader is None or (loss is None and isinstance(importance, AdversarialTaylorImportance)):
+        raise ValueError(f"{type(importance).__name__} needs train_loader (and loss) for its gradients")
+    gradient_loss = loss if isinstance(importance, AdversarialTaylorImportance) else StandardLoss()
+    accumulate_gradients(model, train_loader, gradient_loss, batches)
 
 
 def prune_channels(

@@ -42,6 +42,7 @@ class RunConfig:
     method: str = "magnitude"
     mode: str = "channel"
     pruning_ratio: float = 0.5
+    prune_rounds: int = 1
     prune_epochs: int = 2
     prune_lr: float = 0.1
     gamma0: float = 0.01
@@ -63,6 +64,13 @@ class RunConfig:
             raise ValueError(
                 f"mode 'unstructured' needs a learned-mask method ({', '.join(MASK_METHODS)}), not "
                 f"{self.method!r}; lwm is per-layer magnitude pruning"
+            )
+        if self.prune_rounds < 1:
+            raise ValueError(f"prune_rounds must be >= 1, got {self.prune_rounds}")
+        if self.prune_rounds > 1 and (self.mode != "channel" or self.method in MASK_METHODS):
+            raise ValueError(
+                f"prune_rounds > 1 needs channel mode and a criterion without learned masks, not "
+                f"method {self.method!r} in mode {self.mode!r} (HARP/HYDRA/LWM learn one removal)"
             )
         if self.train not in ("adversarial", "certified"):
             raise ValueError(f"train must be 'adversarial' or 'certified', got {self.train!r}")

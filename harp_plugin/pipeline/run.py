@@ -131,7 +131,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         save_checkpoint({"model": model.state_dict()}, out_dir / "dense.pt")
 
     unit = "channels" if config.mode == "channel" else "weights"
-    log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit} with {config.method!r} importance")
+    rounds = f" in {config.prune_rounds} geometric rounds" if config.prune_rounds > 1 else ""
+    log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance")
     pruned = copy.deepcopy(model)
     with session.timed("prune"):
         prune_history, masks = _prune(session, pruned, build_importance(config, pruned, session.train_loader))
@@ -196,7 +197,12 @@ def _prune(session: _Session, model: nn.Module, importance: Any) -> tuple[TrainR
     if config.mode == "channel":
         history = remove_channels(
             model, importance, config.pruning_ratio, session.example, loss=session.loss,
-            train_loader=session.train_loader, val_loader=session.val_loader, prune=prune_config, **common,
+            train_loader=session.train_loader, val_loader=session.val_loader, prune=prune_config,
+            rounds=config.prune_rounds, between_rounds=lambda k: session.train(
+                model, config.finetune_epochs, config.finetune_lr, f"finetune-round{k + 1}.pt",
+                f"fine-tune round {k + 1}/{config.prune_rounds}",
+            ),
+            **common,
         )
         return history, None
     masks = attach_masks(model, importance.target_kept, method=importance.method)

@@ -42,6 +42,7 @@ def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: 
         (["--mode", "unstructured"], "mode 'unstructured' needs a learned-mask method (harp, hydra, lwm), not 'magnitude'"),
         (["--mode", "sideways"], "mode must be 'channel' or 'unstructured', got 'sideways'"),
         (["--train", "magic"], "train must be 'adversarial' or 'certified', got 'magic'"),
+        (["--prune-rounds", "3", "--method", "harp"], "prune_rounds > 1 needs channel mode and a criterion"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     ],
 )
@@ -67,6 +68,7 @@ def test_fine_grained_hydra_run_reports_its_sparsity(tmp_path: Path) -> None:
 def test_certified_stability_run_then_certify_its_checkpoint(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     flags = ["--method", "stability", "--train", "certified", "--pretrain-epochs", "2", "--max-train", "256",
+             "--prune-rounds", "2",
              "--max-eval", "48", "--eval-attacks", "fgsm", "--eps", "0.05", "--model-width", "8"]
     assert main(["run", *QUICK, *flags, "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -77,6 +79,7 @@ def test_certified_stability_run_then_certify_its_checkpoint(tmp_path: Path, cap
         assert 0.0 <= extras["certified accuracy (IBP)"] <= extras["certified accuracy (CROWN-IBP)"] + 1e-9
         assert extras["certified accuracy (CROWN-IBP)"] <= report[side]["clean_accuracy"]
     assert report["pruned"]["parameters"] < report["dense"]["parameters"]
+    assert (out / "finetune-round1.pt").is_file(), "the model was retrained between the two rounds"
 
     assert main(["certify", "--run-dir", str(out), "--method", "ibp", "--no-progress"]) == 0
     certified = json.loads((out / "certify-pruned-ibp.json").read_text())
