@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from harp_plugin.certify.backends import bound_function, resolve_backend
 from harp_plugin.certify.bounds import unstable_mask
 from harp_plugin.certify.spec import check_eps
+from harp_plugin.models.modes import eval_mode
 
 
 @dataclass
@@ -64,24 +65,19 @@ def certified_accuracy(
     if device is not None:
         model.to(device)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     counts, unstable, neurons = Counter(), Counter(), Counter()
     bounds = None
-    try:
-        with torch.no_grad():
-            for x, y in tqdm(loader, desc=f"certify {method} eps={eps:g}", disable=not progress):
-                x, y = x.to(device), y.to(device)
-                bounds = bounds or bound_function(model, x, method, resolved, lower, upper)
-                result = bounds(x, eps, y)
-                counts["certified"] += int(result.certified().sum())
-                counts["correct"] += int((model(x).argmax(1) == y).sum())
-                counts["total"] += y.numel()
-                for name, (low, high) in result.preactivations.items():
-                    unstable[name] += int(unstable_mask(low, high).sum())
-                    neurons[name] += low.numel()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for x, y in tqdm(loader, desc=f"certify {method} eps={eps:g}", disable=not progress):
+            x, y = x.to(device), y.to(device)
+            bounds = bounds or bound_function(model, x, method, resolved, lower, upper)
+            result = bounds(x, eps, y)
+            counts["certified"] += int(result.certified().sum())
+            counts["correct"] += int((model(x).argmax(1) == y).sum())
+            counts["total"] += y.numel()
+            for name, (low, high) in result.preactivations.items():
+                unstable[name] += int(unstable_mask(low, high).sum())
+                neurons[name] += low.numel()
     total = counts["total"]
     return CertifiedAccuracy(
         certified_accuracy=counts["certified"] / total if total else 0.0,

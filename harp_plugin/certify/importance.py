@@ -19,6 +19,7 @@ from harp_plugin.certify.bounds import check_method, compute_bounds
 from harp_plugin.certify.graph import build_graph
 from harp_plugin.certify.spec import check_eps
 from harp_plugin.certify.stability import MODES, channel_scores, dead_channels
+from harp_plugin.models.modes import eval_mode
 
 Calibration = Union[Tensor, Iterable[Union[Tensor, tuple[Tensor, ...], list[Tensor]]]]
 
@@ -94,9 +95,7 @@ class StabilityImportance(tp.importance.Importance):
         device = next(self.model.parameters()).device
         sums: dict[str, Tensor] = {}
         dead: dict[str, Tensor] = {}
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for x in self.batches:
                 bounds = compute_bounds(self.model, x.to(device), self.eps, method=self.method, lower=self.lower, upper=self.upper)
                 for index in relus:
@@ -106,8 +105,6 @@ class StabilityImportance(tp.importance.Importance):
                     score = channel_scores(low, high, self.mode, None if bn is None else bn.weight) * low.shape[0]
                     sums[name] = sums.get(name, 0) + score
                     dead[name] = dead.get(name, torch.ones_like(score, dtype=torch.bool)) & dead_channels(low, high)
-        finally:
-            self.model.train(was_training)
         samples = sum(x.shape[0] for x in self.batches)
         scores = {name: total / samples for name, total in sums.items()}
         if self.dead_penalty is not None:

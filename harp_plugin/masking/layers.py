@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from harp_plugin.masking.errors import MaskingError, UnsupportedLayerError
+from harp_plugin.models.modes import eval_mode
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 # Weight layers HARP would silently leave dense: refuse them unless ignored explicitly.
@@ -81,13 +82,10 @@ def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, La
         for name, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm)
     ]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             run_example(model, example_inputs)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return traces

@@ -4,22 +4,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from harp_plugin.models.modes import eval_mode
+
 
 def check_classifier_output(
     model: nn.Module, example_inputs: torch.Tensor, num_classes: int
 ) -> None:
     """Fail early, naming the shape, unless ``model(x)`` is ``(N, num_classes)``."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             output = model(example_inputs)
     except RuntimeError as error:
         raise ValueError(
             f"model cannot run on inputs of shape {tuple(example_inputs.shape)}: {error}"
         ) from error
-    finally:
-        model.train(was_training)
     if not isinstance(output, torch.Tensor):
         raise ValueError(f"model must return a tensor of logits, got {type(output).__name__}")
     expected = (example_inputs.shape[0], num_classes)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from harp_plugin.models.modes import eval_mode
 from harp_plugin.robust.attacks import Attack
 
 
@@ -89,12 +90,10 @@ def predict(
 ) -> Predictions:
     """Predictions in eval mode (restored afterwards), clean and under every attack."""
     model = model.to(device)
-    was_training = model.training
-    model.eval()
     collected: dict[str, list[torch.Tensor]] = {"clean": []} | {a.name: [] for a in attacks}
     labels: list[torch.Tensor] = []
     example: torch.Tensor | None = None
-    try:
+    with eval_mode(model):
         for index, (inputs, targets) in enumerate(
             tqdm(loader, desc=description, disable=not progress, leave=False)
         ):
@@ -109,8 +108,6 @@ def predict(
                 adversarial = attack(model, inputs, targets)
                 with torch.no_grad():
                     collected[attack.name].append(model(adversarial).argmax(1).cpu())
-    finally:
-        model.train(was_training)
     if example is None:
         raise ValueError("cannot evaluate on an empty data loader (it yielded no batch)")
     return Predictions(

@@ -62,3 +62,14 @@ def test_wrong_output_shape_is_a_clear_error() -> None:
         check_classifier_output(small_cnn(), torch.rand(2, 3, 28, 28), 10)
     with pytest.raises(ValueError, match="no nn.Linear classifier"):
         final_classifier(nn.Sequential(nn.Conv2d(1, 1, 1)))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_mode_even_after_an_error(training: bool) -> None:
+    from harp_plugin.models.modes import eval_mode
+
+    model = small_cnn(width=4).train(training)
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        raise RuntimeError("boom")
+    assert all(m.training is training for m in model.modules())
