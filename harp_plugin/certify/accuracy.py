@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from harp_plugin.certify.backends import bound_function, resolve_backend
 from harp_plugin.certify.bounds import unstable_mask
 from harp_plugin.certify.spec import check_eps
+from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 
 
@@ -57,14 +58,12 @@ def certified_accuracy(
 ) -> CertifiedAccuracy:
     """Fraction of samples whose margins e_y − e_j all have a lower bound > 0 on the ε-ball.
 
-    Runs the model in eval mode (restored afterwards) without gradients. With ``device`` the
-    model is moved there (in place, as ``model.to`` does); by default its current device is used.
+    Runs the model in eval mode (restored afterwards) without gradients, where the model is;
+    ``device``, if given, must be that device (nothing is moved).
     """
     eps = check_eps(eps)
     resolved = resolve_backend(backend, method)
-    if device is not None:
-        model.to(device)
-    device = next(model.parameters()).device
+    device = model_device(model, device)
     counts, unstable, neurons = Counter(), Counter(), Counter()
     bounds = None
     with eval_mode(model), torch.no_grad():

@@ -19,6 +19,7 @@ from harp_plugin.certify.bounds import check_method, compute_bounds
 from harp_plugin.certify.graph import build_graph
 from harp_plugin.certify.spec import check_eps
 from harp_plugin.certify.stability import MODES, channel_scores, dead_channels
+from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 
 Calibration = Union[Tensor, Iterable[Union[Tensor, tuple[Tensor, ...], list[Tensor]]]]
@@ -92,7 +93,7 @@ class StabilityImportance(tp.importance.Importance):
         relus = graph.relu_nodes
         if not relus:
             raise ValueError("StabilityImportance needs a model with ReLUs; this model has no ReLU")
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         sums: dict[str, Tensor] = {}
         dead: dict[str, Tensor] = {}
         with eval_mode(self.model):

@@ -34,10 +34,9 @@ def certify_command(arguments: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{str(report_path)!r} does not exist: point --run-dir at a `harp-prune run` output folder")
     config = build_config(json.loads(report_path.read_text())["config"], device=arguments.device)
     eps = config.eps if arguments.eps is None else arguments.eps
-    model, test_loader = load_run_model(config, run_dir / f"{arguments.which}.pt")
+    model, test_loader = load_run_model(config, run_dir / f"{arguments.which}.pt", resolve_device(config.device))
     result = certified_accuracy(
-        model, test_loader, eps, method=arguments.method, backend=arguments.backend,
-        device=resolve_device(config.device), progress=arguments.progress,
+        model, test_loader, eps, method=arguments.method, backend=arguments.backend, progress=arguments.progress,
     )
     target = write_text_atomic(
         run_dir / f"certify-{arguments.which}-{arguments.method}.json", json.dumps(result.to_dict(), indent=2)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from harp_plugin.certify.schedule import GeometricScheduler
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients
+from harp_plugin.models.device import model_device
 from harp_plugin.models.validation import final_classifier
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.losses import StandardLoss, TrainingLoss
@@ -66,6 +67,7 @@ def remove_channels(
     if rounds > 1 and isinstance(importance, HarpImportance):
         raise ValueError("HarpImportance learns its ratios for one removal: use rounds=1 (fit again to prune more)")
     classifier = classifier if classifier is not None else final_classifier(model)
+    example_inputs = example_inputs.to(model_device(model))
     trained, ratios = None, None
     if isinstance(importance, HarpImportance):
         trained = importance.fit(model, train_loader, loss=loss, val_loader=val_loader, config=prune,

@@ -19,6 +19,7 @@ from harp_plugin.importance.errors import NotFittedError
 from harp_plugin.importance.phases import train_masks
 from harp_plugin.importance.ratios import ROOT_TYPES, reconciled_ratio_dict
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks
+from harp_plugin.models.device import model_device
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.losses import TrainingLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult
@@ -80,6 +81,7 @@ class HarpImportance(tp.importance.Importance):
             if train_loader is None:
                 raise ValueError("fit needs example_inputs or a train_loader to take them from")
             example_inputs = next(iter(train_loader))[0][:1]
+        example_inputs = example_inputs.to(model_device(model))
         masks = attach_masks(
             model, self.target_kept, mode="channel", method=self.method, kept_init=self.kept_init,
             alpha=self.alpha, ignored_layers=ignored_layers, example_inputs=example_inputs,
@@ -130,7 +132,7 @@ class HarpImportance(tp.importance.Importance):
                     f"layer {self._names[layer]!r} has {layer.weight.shape[0]} output channels but "
                     f"HarpImportance learned {scores.numel()}: the model changed after fit; fit again"
                 )
-            rows = scores[torch.as_tensor(item.idxs)].to(total.dtype)
+            rows = scores[torch.as_tensor(item.idxs)].to(total)
             total.index_add_(0, torch.as_tensor(item.root_idxs), rows)
             found += 1
         if found == 0:
@@ -147,11 +149,12 @@ class HarpImportance(tp.importance.Importance):
         kept = {layer: count for layer, count in self._kept.items()}
         if not any(any(m is layer for m in model.modules()) for layer in kept):
             raise NotFittedError(f"HarpImportance was fitted to another model, not this {type(model).__name__}")
-        return reconciled_ratio_dict(model, example_inputs, kept, self.ignored_layers)
+        return reconciled_ratio_dict(model, example_inputs.to(model_device(model)), kept, self.ignored_layers)
 
     def make_pruner(self, model: nn.Module, example_inputs: torch.Tensor, **kwargs: Any) -> tp.MetaPruner:
         """``tp.MetaPruner`` with this importance, the learned ratios and the classifier ignored."""
         ignored = list(kwargs.pop("ignored_layers", [])) + self.ignored_layers
+        example_inputs = example_inputs.to(model_device(model))
         return tp.MetaPruner(
             model, example_inputs, importance=self,
             pruning_ratio_dict=self.pruning_ratio_dict(model, example_inputs),

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from harp_plugin.importance.errors import NotFittedError
+from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 from harp_plugin.robust.losses import TrainingLoss
 
@@ -48,7 +49,7 @@ def accumulate_gradients(model: nn.Module, loader: DataLoader, loss: TrainingLos
     The model is scored in eval mode, so BN running statistics do not drift.
     """
     model.zero_grad(set_to_none=True)
-    device = next(model.parameters()).device
+    device = model_device(model)
     with eval_mode(model):
         for index, (inputs, labels) in enumerate(loader):
             if index == batches:

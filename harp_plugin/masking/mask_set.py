@@ -15,6 +15,7 @@ from harp_plugin.masking.layers import LayerTrace, classifier_name, find_prunabl
 from harp_plugin.masking.parametrization import FixedRateScoreMask, LearnedRateScoreMask, ScoreMask
 from harp_plugin.masking.scores import rate_logit, scaled_scores
 from harp_plugin.masking.topk import kept_count
+from harp_plugin.models.device import model_device
 
 Mode = Literal["unstructured", "channel"]
 Method = Literal["harp", "hydra", "lwm"]
@@ -123,6 +124,8 @@ def attach_masks(
     if kept_init < min_kept:
         raise MaskingError(f"kept_init={kept_init} is below a_min = alpha·target_kept = {min_kept}")
     layers = find_prunable(model, ignored_layers)
+    if example_inputs is not None:
+        example_inputs = example_inputs.to(model_device(model))
     traces = _channel_traces(model, layers, example_inputs) if mode == "channel" else {}
     costs = flop_costs(model, example_inputs, traces) if traces else parameter_costs(layers)
     gates = []

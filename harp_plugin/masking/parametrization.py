@@ -98,7 +98,7 @@ class FixedRateScoreMask(ScoreMask):
 
     def __init__(self, scores: torch.Tensor, kept_fraction: float, learn_scores: bool = True) -> None:
         super().__init__(scores, learn_scores)
-        self.register_buffer("fixed_kept", torch.tensor(kept_fraction, dtype=torch.float64))
+        self.register_buffer("fixed_kept", torch.tensor(kept_fraction, dtype=torch.float64, device=scores.device))
         self.refresh()
 
     def kept_fraction(self) -> torch.Tensor:
@@ -113,8 +113,8 @@ class LearnedRateScoreMask(ScoreMask):
 
     def __init__(self, scores: torch.Tensor, rate_logit: float, min_kept: float) -> None:
         super().__init__(scores, learn_scores=True)
-        self.rate_logit = nn.Parameter(torch.tensor(rate_logit, dtype=scores.dtype))
-        self.register_buffer("min_kept", torch.tensor(min_kept, dtype=torch.float64))
+        self.rate_logit = nn.Parameter(torch.tensor(rate_logit, dtype=scores.dtype, device=scores.device))
+        self.register_buffer("min_kept", torch.tensor(min_kept, dtype=torch.float64, device=scores.device))
         self.refresh()
 
     def kept_fraction(self) -> torch.Tensor:

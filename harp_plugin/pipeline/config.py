@@ -159,11 +159,19 @@ def _to_bool(value: Any) -> bool:
 
 
 def resolve_device(requested: str) -> str:
-    """``auto`` picks cuda when present; asking for cuda without one is an error."""
+    """``auto`` picks cuda when present; a CUDA device this machine lacks is an error."""
     import torch
+
+    from harp_plugin.models.device import parse_device
 
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    device = parse_device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {requested!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(
+            f"device {requested!r} requested but this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+        )
     return requested

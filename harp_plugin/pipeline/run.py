@@ -156,11 +156,11 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes)
 
 
-def load_run_model(config: RunConfig, checkpoint: Path) -> tuple[nn.Module, DataLoader]:
-    """A run's saved model (pruned layers resized on load) and its test loader."""
+def load_run_model(config: RunConfig, checkpoint: Path, device: str | torch.device) -> tuple[nn.Module, DataLoader]:
+    """A run's saved model on ``device`` (pruned layers resized on load) and its test loader."""
     splits = _load_splits(config)
-    model = build_model(config, splits)
-    load_model_state(model, load_checkpoint(checkpoint)["model"], str(checkpoint))
+    model = build_model(config, splits).to(device)
+    load_model_state(model, load_checkpoint(checkpoint, map_location=device)["model"], str(checkpoint))
     return model, make_loaders(splits, config.batch_size, seed=config.seed)[2]
 
 

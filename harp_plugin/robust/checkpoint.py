@@ -38,8 +38,12 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) ->
     return target
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``; a missing or damaged file gets one clear error."""
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device) -> dict[str, Any]:
+    """Load with ``weights_only=True``; a missing or damaged file gets one clear error.
+
+    ``map_location`` is where the tensors go, normally the model's device: it is required
+    because a checkpoint saved on a GPU must load on a machine without one, and vice versa.
+    """
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"checkpoint {str(source)!r} does not exist")

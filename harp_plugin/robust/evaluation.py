@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 from harp_plugin.robust.attacks import Attack
 
@@ -45,11 +46,12 @@ def evaluate(
     loader: DataLoader,
     attacks: Sequence[Attack] = (),
     num_classes: int | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
     description: str = "evaluate",
 ) -> EvaluationReport:
-    """Accuracy under each attack on the same samples, plus parameters, MACs and sparsity."""
+    """Accuracy under each attack on the same samples, plus parameters, MACs and sparsity,
+    computed where the model is (``device``, if given, must be that device)."""
     outcome = predict(model, loader, attacks, device, progress=progress, description=description)
     clean = outcome.predictions["clean"]
     classes = num_classes or int(outcome.labels.max()) + 1
@@ -83,13 +85,14 @@ def predict(
     model: nn.Module,
     loader: DataLoader,
     attacks: Sequence[Attack] = (),
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     max_batches: int | None = None,
     progress: bool = True,
     description: str = "evaluate",
 ) -> Predictions:
-    """Predictions in eval mode (restored afterwards), clean and under every attack."""
-    model = model.to(device)
+    """Predictions in eval mode (restored afterwards), clean and under every attack, where the
+    model is (``device``, if given, must be that device)."""
+    device = model_device(model, device)
     collected: dict[str, list[torch.Tensor]] = {"clean": []} | {a.name: [] for a in attacks}
     labels: list[torch.Tensor] = []
     example: torch.Tensor | None = None

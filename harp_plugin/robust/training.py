@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from harp_plugin.models.device import model_device
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.checkpoint import (
     CheckpointError,
@@ -78,7 +79,7 @@ def fit(
     hooks: TrainingHooks | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
     description: str = "train",
 ) -> TrainResult:
@@ -86,10 +87,11 @@ def fit(
 
     ``parameters`` restricts what is optimised (HARP's prune phase trains scores, rates
     and BN only). A new optimiser is built on every call, so calling ``fit`` again after
-    ``pruner.step()`` never updates the parameters pruning replaced.
+    ``pruner.step()`` never updates the parameters pruning replaced. Training runs where the
+    model is; ``device``, if given, must be that device (checkpoints load onto it).
     """
     hooks = hooks or TrainingHooks()
-    model.to(device)
+    device = model_device(model, device)
     trainable = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     if not trainable:
         raise ValueError("fit() got no trainable parameter (all have requires_grad=False)")
@@ -104,7 +106,7 @@ def fit(
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path, map_location=device)
         start_epoch, best_state = _restore(state, model, optimizer, scheduler, result, str(checkpoint_path))
-        _restore_rng(state, train_loader)
+        _restore_rng(state, train_loader, device)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -144,7 +146,7 @@ def fit(
             tqdm.write(_describe(description, record, config.epochs))
         if checkpoint_path is not None:
             snapshot = _snapshot(model, optimizer, scheduler, result, best_state, epoch)
-            save_checkpoint(snapshot | _rng_state(train_loader), checkpoint_path)
+            save_checkpoint(snapshot | _rng_state(train_loader, device), checkpoint_path)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
@@ -162,7 +164,7 @@ def _validate(
     model: nn.Module,
     loader: DataLoader,
     attack: Attack | None,
-    device: str | torch.device,
+    device: torch.device,
     config: TrainConfig,
     epoch: int,
     train_loss: float,
@@ -215,19 +217,26 @@ def _snapshot(
     }
 
 
-def _rng_state(loader: DataLoader) -> dict[str, torch.Tensor]:
-    """Random states that make a resumed run continue exactly like an uninterrupted one."""
+def _rng_state(loader: DataLoader, device: torch.device) -> dict[str, torch.Tensor]:
+    """Random states that make a resumed run continue exactly like an uninterrupted one
+    (on CUDA the attacks' random starts draw from the device's generator)."""
     state = {"torch_rng": torch.get_rng_state()}
     if isinstance(loader.generator, torch.Generator):
         state["loader_rng"] = loader.generator.get_state()
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _restore_rng(state: dict, loader: DataLoader) -> None:
+def _restore_rng(state: dict, loader: DataLoader, device: torch.device) -> None:
+    """Generator states are CPU byte tensors whatever device the checkpoint was loaded onto;
+    a CUDA generator state only applies when resuming on CUDA."""
     if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
     if "loader_rng" in state and isinstance(loader.generator, torch.Generator):
-        loader.generator.set_state(state["loader_rng"])
+        loader.generator.set_state(state["loader_rng"].cpu())
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
 
 
 def _restore(

@@ -14,7 +14,7 @@ from harp_plugin.robust.checkpoint import CheckpointError, load_checkpoint, load
 
 def test_round_trip_loads_with_weights_only(tmp_path: Path, tiny_model) -> None:
     path = save_checkpoint({"model": tiny_model.state_dict(), "epoch": 3}, tmp_path / "ck.pt")
-    loaded = load_checkpoint(path)
+    loaded = load_checkpoint(path, "cpu")
     assert loaded["epoch"] == 3
     assert all(torch.equal(loaded["model"][k], v) for k, v in tiny_model.state_dict().items())
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"], "no temporary file is left behind"
@@ -31,7 +31,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatc
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
+    assert load_checkpoint(path, "cpu")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
@@ -39,16 +39,16 @@ def test_truncated_and_missing_checkpoints_are_clear_errors(tmp_path: Path, tiny
     path = save_checkpoint({"model": tiny_model.state_dict()}, tmp_path / "ck.pt")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        load_checkpoint(path)
+        load_checkpoint(path, "cpu")
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "absent.pt")
+        load_checkpoint(tmp_path / "absent.pt", "cpu")
 
 
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"payload": Path("x")}, path)  # an arbitrary object needs full unpickling
     with pytest.raises(CheckpointError, match="cannot be loaded"):
-        load_checkpoint(path)
+        load_checkpoint(path, "cpu")
 
 
 def test_a_pruned_model_loads_into_a_fresh_dense_architecture(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_a_pruned_model_loads_into_a_fresh_dense_architecture(tmp_path: Path) ->
     remove_channels(pruned, tp.importance.GroupMagnitudeImportance(), 0.5, example)
     save_checkpoint({"model": pruned.state_dict()}, tmp_path / "pruned.pt")
     fresh = small_cnn(width=8)
-    load_model_state(fresh, load_checkpoint(tmp_path / "pruned.pt")["model"])
+    load_model_state(fresh, load_checkpoint(tmp_path / "pruned.pt", "cpu")["model"])
     pruned.eval(), fresh.eval()
     assert torch.allclose(fresh(example), pruned(example))
     assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in pruned.parameters())
@@ -68,4 +68,4 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None
     save_checkpoint({"model": small_cnn(width=4).state_dict()}, tmp_path / "ck.pt")
     other = torch.nn.Sequential(torch.nn.Linear(3, 2))
     with pytest.raises(CheckpointError, match="does not fit the model: missing"):
-        load_model_state(other, load_checkpoint(tmp_path / "ck.pt")["model"])
+        load_model_state(other, load_checkpoint(tmp_path / "ck.pt", "cpu")["model"])

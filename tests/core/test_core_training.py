@@ -99,7 +99,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     with pytest.raises(KeyboardInterrupt):
         fit(interrupted, PGDATLoss(0.05, steps=2), *loaders(), config, hooks=Interrupt(),
             checkpoint_path=tmp_path / "ck.pt", progress=False)
-    assert load_checkpoint(tmp_path / "ck.pt")["epoch"] == 0, "the interrupted epoch was not saved"
+    assert load_checkpoint(tmp_path / "ck.pt", "cpu")["epoch"] == 0, "the interrupted epoch was not saved"
     resumed = fresh()
     result = fit(resumed, PGDATLoss(0.05, steps=2), *loaders(), config,
                  checkpoint_path=tmp_path / "ck.pt", resume=True, progress=False)
