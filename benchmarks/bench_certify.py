@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.certify.lirpa import INSTALL_HINT, lirpa_available
+from harp_plugin.bounds.lirpa import INSTALL_HINT, lirpa_available
 from harp_plugin.data import load_dataset
 from harp_plugin.models import cifar_model_deep, small_cnn
 

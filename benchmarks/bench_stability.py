@@ -25,10 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.certify.importance import StabilityImportance
-from harp_plugin.certify.losses import CertifiedLoss, EpsilonRampHooks
+from harp_plugin.importance.stability import StabilityImportance
+from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
 from harp_plugin.certify.rewind import WeightRewinder
-from harp_plugin.certify.schedule import GeometricScheduler
+from harp_plugin.schedulers.geometric import GeometricScheduler
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.models import small_cnn
 from harp_plugin.robust.training import TrainConfig, fit

@@ -1,20 +1,7 @@
-"""Certified robustness: a sound bound engine (IBP, CROWN), certified accuracy and training,
-and stability-based pruning. See docs/certification.md."""
-from harp_plugin.certify.bounds import METHODS, BoundResult, compute_bounds
-from harp_plugin.certify.errors import BoundError, UnsupportedLayerError
-from harp_plugin.certify.graph import Residual, build_graph, register_residual
-from harp_plugin.certify.layers import register_layer
-from harp_plugin.certify.spec import margin_matrix
+"""Certified robustness of a model: certified accuracy, the ``Certifier`` the registry builds,
+and weight rewinding for iterative stability pruning. The engine lives in
+:mod:`harp_plugin.bounds`; its public names are re-exported here for existing imports."""
+from harp_plugin import bounds as _engine
+from harp_plugin.bounds import *  # noqa: F401,F403 -- the engine's public names, unchanged
 
-__all__ = [
-    "METHODS",
-    "BoundError",
-    "BoundResult",
-    "Residual",
-    "UnsupportedLayerError",
-    "build_graph",
-    "compute_bounds",
-    "margin_matrix",
-    "register_layer",
-    "register_residual",
-]
+__all__ = list(_engine.__all__)

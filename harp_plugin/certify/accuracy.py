@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from harp_plugin.certify.backends import bound_function, resolve_backend
-from harp_plugin.certify.bounds import unstable_mask
-from harp_plugin.certify.spec import check_eps
+from harp_plugin.bounds.backends import bound_function, resolve_backend
+from harp_plugin.bounds.engine import unstable_mask
+from harp_plugin.bounds.spec import check_eps
 from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 

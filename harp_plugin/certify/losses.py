@@ -1,175 +1,20 @@
-"""Certified training losses (IBP, CROWN-IBP with the ε ramp) and RS/NRS regularisers.
+"""Former home of the certified training losses, now :mod:`harp_plugin.robust.certified`."""
+from harp_plugin.robust.certified import (
+    CertifiedLoss,
+    EpsilonRampHooks,
+    EpsilonSchedule,
+    StabilityRegulariser,
+    margin_cross_entropy,
+    ramp_fraction,
+    stability_penalty,
+)
 
-Every loss follows the project's loss protocol, ``loss(model, x, y) -> scalar Tensor``.
-A training loop drives the ε ramp by calling ``loss.set_progress(epoch, batch,
-batches_per_epoch)`` before each step (the project's ``fit`` does, for any loss with that
-method); without it the loss uses the full ε. Recommended optimiser (methods.md §4): Adam, lr 1e-3, batch 128,
-gradient-norm clip 8.
-"""
-from __future__ import annotations
-
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, Optional
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from harp_plugin.certify.bounds import BoundResult, compute_bounds
-from harp_plugin.certify.graph import build_graph
-from harp_plugin.certify.layers import BoundOp, batch_norm_op
-from harp_plugin.certify.spec import check_eps
-from harp_plugin.certify.stability import channel_scores
-from harp_plugin.robust.hooks import EpochRecord, TrainingHooks
-
-POWER_PHASE = 0.4
-"""Fraction of the ramp that follows t⁴; the rest is linear, joined with equal slope."""
-
-
-def ramp_fraction(t: float) -> float:
-    """ε/ε_max at ramp progress t ∈ [0, 1]: a·t⁴ up to 0.4, then linear, C¹ and reaching 1 at t=1."""
-    t = min(max(t, 0.0), 1.0)
-    scale = 1.0 / (POWER_PHASE**3 * (POWER_PHASE + 4 * (1 - POWER_PHASE)))
-    if t <= POWER_PHASE:
-        return scale * t**4
-    return scale * POWER_PHASE**3 * (POWER_PHASE + 4 * (t - POWER_PHASE))
-
-
-@dataclass(frozen=True)
-class EpsilonSchedule:
-    """ε = 0 for ``warmup_epochs``, then the t⁴/linear ramp to ``eps_max`` over ``ramp_epochs``."""
-
-    eps_max: float
-    warmup_epochs: float = 10
-    ramp_epochs: float = 50
-
-    def __post_init__(self) -> None:
-        check_eps(self.eps_max)
-        if self.warmup_epochs < 0 or self.ramp_epochs < 0:
-            raise ValueError(f"warmup_epochs and ramp_epochs must be >= 0, got {self.warmup_epochs}, {self.ramp_epochs}")
-
-    def __call__(self, epoch: float) -> float:
-        if epoch < self.warmup_epochs:
-            return 0.0
-        if self.ramp_epochs == 0:
-            return self.eps_max
-        return self.eps_max * ramp_fraction((epoch - self.warmup_epochs) / self.ramp_epochs)
-
-
-@contextmanager
-def batch_statistics(model: nn.Module, x: Tensor) -> Iterator[tuple[Tensor, dict[nn.Module, BoundOp]]]:
-    """Run the clean forward pass; in train mode, bound each BatchNorm with this batch's
-    statistics (what the forward pass normalises with) instead of the running ones."""
-    overrides: dict[nn.Module, BoundOp] = {}
-    handles = []
-    if model.training:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
-                handles.append(module.register_forward_hook(_capture(overrides)))
-    try:
-        logits = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    yield logits, overrides
-
-
-def _capture(overrides: dict[nn.Module, BoundOp]):
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        dims = [d for d in range(inputs[0].dim()) if d != 1]
-        mean = inputs[0].mean(dims)
-        var = inputs[0].var(dims, unbiased=False)
-        overrides[module] = batch_norm_op(module, mean, var)
-
-    return hook
-
-
-def margin_cross_entropy(lower: Tensor) -> Tensor:
-    """CE on the negated margin lower bounds with a zero logit for the true class."""
-    logits = torch.cat([torch.zeros_like(lower[:, :1]), -lower], dim=1)
-    return F.cross_entropy(logits, torch.zeros(lower.shape[0], dtype=torch.long, device=lower.device))
-
-
-def stability_penalty(model: nn.Module, bounds: BoundResult, mode: str = "nrs") -> Tensor:
-    """L_NRS (or L_RS): mean over all ReLU channels of −tanh(1 + l·u/γ²); RS where no BN precedes."""
-    graph = build_graph(model)
-    gammas = {graph.nodes[i].name: graph.batch_norm_before(i) for i in graph.relu_nodes}
-    scores = [
-        channel_scores(low, high, mode, None if gammas[name] is None else gammas[name].weight)
-        for name, (low, high) in bounds.preactivations.items()
-    ]
-    if not scores:
-        raise ValueError("the model has no ReLU: the stability regulariser has nothing to regularise")
-    return -torch.cat(scores).mean()
-
-
-class CertifiedLoss:
-    """IBP or CROWN-IBP certified loss with the ε ramp, plus an optional RS/NRS term.
-
-    CROWN-IBP mixes the margin bounds as κ·CROWN-IBP + (1 − κ)·IBP, κ = (ε_max − ε)/ε_max.
-    At ε = 0 the bound is exact, so the loss is the clean cross-entropy.
-    """
-
-    def __init__(
-        self, eps: float, method: str = "crown-ibp", warmup_epochs: float = 10, ramp_epochs: float = 50,
-        stability_weight: float = 0.0, stability_mode: str = "nrs", lower: float = 0.0, upper: float = 1.0,
-    ) -> None:
-        if method not in ("ibp", "crown-ibp"):
-            raise ValueError(f"certified training supports 'ibp' and 'crown-ibp', not {method!r}")
-        self.schedule = EpsilonSchedule(eps, warmup_epochs, ramp_epochs)
-        self.method, self.stability_weight, self.stability_mode = method, stability_weight, stability_mode
-        self.name = f"certified-{method}"
-        self.lower, self.upper = lower, upper
-        self.eps_now = self.schedule.eps_max
-
-    def set_progress(self, epoch: int, batch: int, batches_per_epoch: int) -> float:
-        """Move the ramp to ``epoch + batch / batches_per_epoch``; returns the ε now in use."""
-        self.eps_now = self.schedule(epoch + batch / max(batches_per_epoch, 1))
-        return self.eps_now
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        with batch_statistics(model, x) as (logits, overrides):
-            if self.eps_now == 0 and self.stability_weight == 0:
-                return F.cross_entropy(logits, y)
-            kwargs = dict(y=y, lower=self.lower, upper=self.upper, overrides=overrides)
-            ibp = compute_bounds(model, x, self.eps_now, method="ibp", **kwargs)
-            lower = ibp.lower
-            kappa = 1.0 - self.eps_now / self.schedule.eps_max if self.schedule.eps_max else 0.0
-            if self.method == "crown-ibp" and kappa > 0:
-                crown = compute_bounds(model, x, self.eps_now, method="crown-ibp", intersect=False, **kwargs)
-                lower = kappa * crown.lower + (1 - kappa) * lower
-            loss = margin_cross_entropy(lower)
-            if self.stability_weight:
-                loss = loss + self.stability_weight * stability_penalty(model, ibp, self.stability_mode)
-            return loss
-
-
-class StabilityRegulariser:
-    """``weight · L_NRS`` (or L_RS) at radius ``eps`` from IBP bounds: add to any training loss
-    (1e-2 with an adversarial loss, 1e-3 with a certified one, methods.md §4)."""
-
-    def __init__(self, eps: float, mode: str = "nrs", weight: float = 1e-2, lower: float = 0.0, upper: float = 1.0) -> None:
-        if mode not in ("nrs", "rs"):
-            raise ValueError(f"the stability regulariser supports 'nrs' and 'rs', not {mode!r}")
-        self.eps, self.mode, self.weight = check_eps(eps), mode, weight
-        self.lower, self.upper = lower, upper
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        with batch_statistics(model, x) as (_, overrides):
-            bounds = compute_bounds(model, x, self.eps, method="ibp", lower=self.lower, upper=self.upper, overrides=overrides)
-        return self.weight * stability_penalty(model, bounds, self.mode)
-
-
-class EpsilonRampHooks(TrainingHooks):
-    """For the project's ``fit`` loop (which calls ``set_progress`` itself): logs the ε of each
-    epoch and lets only epochs trained at the full ε be selected as the best checkpoint."""
-
-    def __init__(self, loss: CertifiedLoss) -> None:
-        self.loss = loss
-
-    def on_epoch_end(self, model: nn.Module, record: EpochRecord) -> None:
-        record.extras["eps"] = self.loss.eps_now
-
-    def selectable(self) -> bool:
-        return self.loss.eps_now >= self.loss.schedule.eps_max
+__all__ = [
+    "CertifiedLoss",
+    "EpsilonRampHooks",
+    "EpsilonSchedule",
+    "StabilityRegulariser",
+    "margin_cross_entropy",
+    "ramp_fraction",
+    "stability_penalty",
+]

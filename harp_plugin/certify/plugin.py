@@ -4,9 +4,9 @@ from __future__ import annotations
 from functools import partial
 
 from harp_plugin.certify.accuracy import Certifier
-from harp_plugin.certify.importance import StabilityImportance
-from harp_plugin.certify.losses import CertifiedLoss, StabilityRegulariser
-from harp_plugin.certify.schedule import GeometricScheduler
+from harp_plugin.importance.stability import StabilityImportance
+from harp_plugin.robust.certified import CertifiedLoss, StabilityRegulariser
+from harp_plugin.schedulers.geometric import GeometricScheduler
 from harp_plugin.registry import hookimpl
 
 

@@ -9,7 +9,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harp_plugin.certify.schedule import GeometricScheduler
+from harp_plugin.schedulers.geometric import GeometricScheduler
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients
 from harp_plugin.models.device import model_device

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.certify.losses import CertifiedLoss, EpsilonRampHooks
+from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
 from harp_plugin.importance.channels import remove_channels
 from harp_plugin.importance.phases import train_masks
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks

@@ -1,5 +1,6 @@
 """Robust training core: attacks, adversarial losses, the training loop, evaluation."""
 from harp_plugin.robust.attacks import Attack, apgd, autoattack, autoattack_light, fgsm, pgd, trades_pgd
+from harp_plugin.robust.certified import CertifiedLoss, StabilityRegulariser
 from harp_plugin.robust.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from harp_plugin.robust.evaluation import EvaluationReport, evaluate, predict
 from harp_plugin.robust.hooks import EpochRecord, TrainingHooks
@@ -8,11 +9,13 @@ from harp_plugin.robust.training import TrainConfig, TrainResult, fit
 
 __all__ = [
     "Attack",
+    "CertifiedLoss",
     "CheckpointError",
     "EpochRecord",
     "EvaluationReport",
     "MARTLoss",
     "PGDATLoss",
+    "StabilityRegulariser",
     "StandardLoss",
     "TRADESLoss",
     "TrainConfig",

@@ -6,7 +6,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from harp_plugin.certify import Residual
+from harp_plugin.bounds import Residual
 from harp_plugin.models.normalization import InputNormalization
 
 

@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from certify_nets import prune_channels, residual_net, sequential_net
-from harp_plugin.certify import compute_bounds
+from harp_plugin.bounds import compute_bounds
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.certify.backends import resolve_backend
-from harp_plugin.certify.lirpa import INSTALL_HINT, lirpa_available
+from harp_plugin.bounds.backends import resolve_backend
+from harp_plugin.bounds.lirpa import INSTALL_HINT, lirpa_available
 
 
 def loader_for(model: torch.nn.Module, count: int = 24, seed: int = 0) -> DataLoader:
@@ -79,7 +79,7 @@ def test_backend_choice() -> None:
 def test_native_agrees_with_auto_lirpa(method: str) -> None:
     if not lirpa_available():
         pytest.skip(INSTALL_HINT)
-    from harp_plugin.certify.lirpa import LirpaBounds
+    from harp_plugin.bounds.lirpa import LirpaBounds
 
     for model in (sequential_net(2, pool="none"), residual_net(4)):
         x = torch.rand(6, 2, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from certify_nets import sequential_net
-from harp_plugin.certify import BoundError, Residual, UnsupportedLayerError, compute_bounds, margin_matrix
+from harp_plugin.bounds import BoundError, Residual, UnsupportedLayerError, compute_bounds, margin_matrix
 
 
 def x_batch() -> torch.Tensor:
@@ -72,7 +72,7 @@ def test_nan_weights_are_reported_with_the_layer() -> None:
 
 
 def test_inverted_bounds_are_reported() -> None:
-    from harp_plugin.certify.spec import check_bounds
+    from harp_plugin.bounds.spec import check_bounds
 
     with pytest.raises(BoundError, match="'layer' are inverted"):
         check_bounds(torch.ones(2, 3), torch.zeros(2, 3), "layer")

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from certify_nets import residual_net, sequential_net
-from harp_plugin.certify import compute_bounds
-from harp_plugin.certify.losses import (
+from harp_plugin.bounds import compute_bounds
+from harp_plugin.robust.certified import (
     CertifiedLoss, EpsilonRampHooks, EpsilonSchedule, StabilityRegulariser, margin_cross_entropy, ramp_fraction,
 )
 from harp_plugin.robust.hooks import EpochRecord

@@ -5,8 +5,8 @@ import torch
 
 from certify_nets import sequential_net
 from harp_plugin.certify.accuracy import CertifiedAccuracy
-from harp_plugin.certify.importance import StabilityImportance
-from harp_plugin.certify.losses import CertifiedLoss
+from harp_plugin.importance.stability import StabilityImportance
+from harp_plugin.robust.certified import CertifiedLoss
 from harp_plugin.registry import build_registry
 
 

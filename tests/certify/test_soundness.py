@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from certify_nets import mask_weights, prune_channels, residual_net, sequential_net
-from harp_plugin.certify import compute_bounds, margin_matrix
+from harp_plugin.bounds import compute_bounds, margin_matrix
 
 TOL = 1e-4
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)

@@ -7,12 +7,12 @@ import torch_pruning as tp
 from torch import nn
 
 from certify_nets import residual_net, sequential_net
-from harp_plugin.certify import compute_bounds
+from harp_plugin.bounds import compute_bounds
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.certify.importance import StabilityImportance
+from harp_plugin.importance.stability import StabilityImportance
 from harp_plugin.certify.rewind import WeightRewinder
-from harp_plugin.certify.schedule import GeometricScheduler, rounds_needed
-from harp_plugin.certify.stability import channel_scores
+from harp_plugin.schedulers.geometric import GeometricScheduler, rounds_needed
+from harp_plugin.bounds.stability import channel_scores
 
 CALIBRATION = torch.rand(16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
 

@@ -111,7 +111,7 @@ def test_entry_point_plugin_is_usable_by_name_from_the_cli(installed_plugin: Pat
 
 def test_top_level_exports_resolve_to_the_real_objects() -> None:
     import harp_plugin
-    from harp_plugin.certify.importance import StabilityImportance
+    from harp_plugin.importance.stability import StabilityImportance
     from harp_plugin.importance.harp import HarpImportance
 
     assert harp_plugin.HarpImportance is HarpImportance

@@ -12,7 +12,7 @@ class UnsupportedLayerError(TypeError):
         super().__init__(
             f"layer '{self.layer_name}' of type {self.layer_type} is not supported by the "
             f"bound engine{detail} (see docs/certification.md for the supported layers and "
-            "harp_plugin.certify.register_layer to add one)"
+            "harp_plugin.bounds.register_layer to add one)"
         )
 
 

@@ -1,16 +1,18 @@
 """Adapter to auto_LiRPA (≥ 0.7, installed from source; see docs/certification.md).
 
-It wraps the model in a ``BoundedModule`` once per adapter (build a new adapter after any
-structural change: pruning replaces parameter objects and an old wrapper would keep bounding
-the old weights, methods.md §7) and returns the engine's own :class:`BoundResult`.
+It wraps a parseable copy of the model (:func:`parseable_copy`) in a ``BoundedModule`` once
+per adapter, so the adapter bounds the weights the model had when it was built: build a new
+one after training or pruning. It returns the engine's own :class:`BoundResult`.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor, nn
 
-from harp_plugin.certify.bounds import BoundResult
-from harp_plugin.certify.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+from harp_plugin.bounds.engine import BoundResult
+from harp_plugin.bounds.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
 
 LIRPA_METHODS = {"ibp": "IBP", "crown": "CROWN", "crown-ibp": "CROWN-IBP", "alpha-crown": "alpha-CROWN"}
 INSTALL_HINT = (
@@ -27,6 +29,20 @@ def lirpa_available() -> bool:
     return True
 
 
+_EVAL_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def parseable_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy auto_LiRPA can parse: dropout layers (the identity in eval mode, but
+    a parse failure in auto_LiRPA 0.7.1) become ``nn.Identity``. The model is untouched."""
+    clone = copy.deepcopy(model).eval()
+    for name, module in list(clone.named_modules()):
+        if isinstance(module, _EVAL_IDENTITIES):
+            parent, _, attribute = name.rpartition(".")
+            setattr(clone.get_submodule(parent), attribute, nn.Identity())
+    return clone
+
+
 class LirpaBounds:
     """``bounds(x, eps, y)`` through auto_LiRPA, for one fixed model structure."""
 
@@ -35,7 +51,7 @@ class LirpaBounds:
             raise ImportError(INSTALL_HINT)
         from auto_LiRPA import BoundedModule
 
-        self.bounded = BoundedModule(model, torch.zeros_like(example[:1]), device=example.device)
+        self.bounded = BoundedModule(parseable_copy(model), torch.zeros_like(example[:1]), device=example.device)
 
     def __call__(
         self, x: Tensor, eps: float, y: Tensor, method: str,

@@ -12,9 +12,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from harp_plugin.certify.graph import BoundGraph
-from harp_plugin.certify.layers import Interval
-from harp_plugin.certify.spec import check_bounds
+from harp_plugin.bounds.graph import BoundGraph
+from harp_plugin.bounds.operators import Interval
+from harp_plugin.bounds.spec import check_bounds
 
 ELEMENT_BUDGET = 2**25
 """Largest coefficient tensor (elements) built at once when tightening intermediate bounds."""

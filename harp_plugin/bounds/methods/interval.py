@@ -1,9 +1,9 @@
 """Interval bound propagation (IBP) over a bound graph."""
 from __future__ import annotations
 
-from harp_plugin.certify.graph import BoundGraph
-from harp_plugin.certify.layers import Interval
-from harp_plugin.certify.spec import check_bounds
+from harp_plugin.bounds.graph import BoundGraph
+from harp_plugin.bounds.operators import Interval
+from harp_plugin.bounds.spec import check_bounds
 
 
 def interval_sweep(graph: BoundGraph, box: Interval) -> list[Interval]:

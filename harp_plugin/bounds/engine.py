@@ -7,11 +7,11 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from harp_plugin.certify.crown import backward_lower_bound, crown_sweep
-from harp_plugin.certify.graph import BoundGraph, build_graph
-from harp_plugin.certify.interval import interval_sweep
-from harp_plugin.certify.layers import BoundOp, Interval
-from harp_plugin.certify.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+from harp_plugin.bounds.methods.crown import backward_lower_bound, crown_sweep
+from harp_plugin.bounds.graph import BoundGraph, build_graph
+from harp_plugin.bounds.methods.interval import interval_sweep
+from harp_plugin.bounds.operators import BoundOp, Interval
+from harp_plugin.bounds.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
 
 METHODS = ("ibp", "crown", "crown-ibp")
 """ibp: intervals; crown: CROWN everywhere; crown-ibp: IBP inside, CROWN for the output."""

@@ -6,8 +6,8 @@ import math
 import torch
 from torch import Tensor
 
-from harp_plugin.certify.errors import BoundError
-from harp_plugin.certify.layers import Interval
+from harp_plugin.bounds.errors import BoundError
+from harp_plugin.bounds.operators import Interval
 
 PIXEL_RANGE = (0.0, 1.0)
 

@@ -5,7 +5,7 @@ Supported structure (see docs/certification.md):
 * ``nn.Sequential`` trees (a subclass only if it keeps ``Sequential.forward``);
 * residual blocks computing ``post(main(x) + shortcut(x))``: :class:`Residual`, the project's
   ``harp_plugin.models.BasicBlock``, or any class declared with :func:`register_residual`;
-* leaf layers known to :mod:`harp_plugin.certify.layers`.
+* leaf layers known to :mod:`harp_plugin.bounds.operators`.
 
 Anything else -- a custom ``forward``, an unknown layer, a forward hook that could change
 outputs -- raises :class:`UnsupportedLayerError` naming the layer. The graph is rebuilt on
@@ -19,8 +19,8 @@ from typing import Mapping, Optional
 from torch import nn
 from torch.nn.utils import prune
 
-from harp_plugin.certify.errors import UnsupportedLayerError
-from harp_plugin.certify.layers import AddOp, BoundOp, ReLUOp, convert_layer
+from harp_plugin.bounds.errors import UnsupportedLayerError
+from harp_plugin.bounds.operators import AddOp, BoundOp, ReLUOp, convert_layer
 from harp_plugin.models.resnet import BasicBlock
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harp_plugin.certify.bounds import unstable_mask
+from harp_plugin.bounds.engine import unstable_mask
 
 MODES = ("nrs", "rs", "count", "relax")
 

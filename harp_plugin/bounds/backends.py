@@ -5,8 +5,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from harp_plugin.certify.bounds import METHODS, BoundResult, check_method, compute_bounds
-from harp_plugin.certify.lirpa import INSTALL_HINT, LIRPA_METHODS, LirpaBounds, lirpa_available
+from harp_plugin.bounds.engine import METHODS, BoundResult, check_method, compute_bounds
+from harp_plugin.bounds.lirpa import INSTALL_HINT, LIRPA_METHODS, LirpaBounds, lirpa_available
 
 BACKENDS = ("auto", "native", "auto_lirpa")
 
