@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from harp_plugin.schedulers.geometric import GeometricScheduler
 from harp_plugin.importance.harp import HarpImportance
-from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients
+from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients, accumulate_hessian
 from harp_plugin.models.device import model_device
 from harp_plugin.models.validation import final_classifier
 from harp_plugin.robust.attacks import Attack
@@ -52,8 +52,9 @@ def remove_channels(
 
     Whatever the importance needs first happens here: a :class:`HarpImportance` is fitted
     (``prune`` config) and brings its learned per-layer ratios; an adversarial Taylor
-    importance collects ∂L_adv/∂θ, Torch-Pruning's plain Taylor ∂L_clean/∂θ (again before
-    every round); any other importance prunes uniformly as is. With ``rounds`` > 1 the ratio
+    importance collects ∂L_adv/∂θ, Torch-Pruning's plain Taylor ∂L_clean/∂θ and its Hessian
+    criterion per-sample ∂L_clean/∂θ of ``8 × gradient_batches`` samples (again before every
+    round); any other importance prunes uniformly as is. With ``rounds`` > 1 the ratio
     is reached geometrically (the same share of the remaining channels each round, methods.md
     §4) and ``between_rounds(k)`` runs after every round but the last — retraining, so that a
     state-dependent importance such as stability scores the retrained model. The final
@@ -80,6 +81,10 @@ def remove_channels(
     for round_index in range(rounds):
         if isinstance(importance, tp.importance.GroupTaylorImportance):
             _taylor_gradients(model, importance, loss, train_loader, gradient_batches)
+        if isinstance(importance, tp.importance.GroupHessianImportance):
+            if train_loader is None:
+                raise ValueError("GroupHessianImportance needs train_loader for its per-sample gradients")
+            accumulate_hessian(model, train_loader, StandardLoss(), importance, 8 * gradient_batches)
         pruner.step()
         model.zero_grad(set_to_none=True)
         if between_rounds is not None and round_index < rounds - 1:

@@ -1,8 +1,10 @@
 """Registers the importance criteria and the HARP γ schedule.
 
-Torch-Pruning's built-ins go by short names; "harp", "hydra" and "lwm" build a
-:class:`HarpImportance` (``factory(target_kept, ...)``, to be fitted before pruning) and
-"adv-taylor" Torch-Pruning's Taylor criterion on the adversarial loss.
+Torch-Pruning's built-ins go by short names ("magnitude" is the L2 norm, "l1" the L1 norm;
+"hessian" and "taylor" need gradients, collected by ``remove_channels``); "harp", "hydra" and
+"lwm" build a :class:`HarpImportance` (``factory(target_kept, ...)``, to be fitted before
+pruning), "adv-taylor" Torch-Pruning's Taylor criterion on the adversarial loss and
+"smoothness" the kernel-smoothness criterion of SR-GKP.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from functools import partial
 import torch_pruning as tp
 
 from harp_plugin.importance.harp import HarpImportance
+from harp_plugin.importance.smoothness import KernelSmoothnessImportance
 from harp_plugin.importance.taylor import AdversarialTaylorImportance
 from harp_plugin.registry import hookimpl
 from harp_plugin.schedulers.gamma import IncrementalGamma
@@ -20,12 +23,18 @@ from harp_plugin.schedulers.gamma import IncrementalGamma
 def harp_importances() -> dict:
     return {
         "magnitude": tp.importance.GroupMagnitudeImportance,
+        "l1": partial(tp.importance.GroupMagnitudeImportance, p=1),
+        "bn-scale": tp.importance.BNScaleImportance,
+        "lamp": tp.importance.LAMPImportance,
+        "fpgm": tp.importance.FPGMImportance,
         "taylor": tp.importance.GroupTaylorImportance,
+        "hessian": tp.importance.GroupHessianImportance,
         "random": tp.importance.RandomImportance,
         "harp": partial(HarpImportance, method="harp"),
         "hydra": partial(HarpImportance, method="hydra"),
         "lwm": partial(HarpImportance, method="lwm"),
         "adv-taylor": AdversarialTaylorImportance,
+        "smoothness": KernelSmoothnessImportance,
     }
 
 

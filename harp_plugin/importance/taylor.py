@@ -55,3 +55,26 @@ def accumulate_gradients(model: nn.Module, loader: DataLoader, loss: TrainingLos
             if index == batches:
                 break
             loss(model, inputs.to(device), labels.to(device)).backward()
+
+
+def accumulate_hessian(
+    model: nn.Module, loader: DataLoader, loss: TrainingLoss, importance: tp.importance.GroupHessianImportance,
+    samples: int,
+) -> None:
+    """Feed Torch-Pruning's Hessian criterion the per-sample gradients of its first ``samples``
+    training samples (its diagonal-Hessian estimate is a sum of squared per-sample gradients)."""
+    importance.zero_grad()
+    device = model_device(model)
+    seen = 0
+    with eval_mode(model):
+        for inputs, labels in loader:
+            for x, y in zip(inputs.to(device), labels.to(device)):
+                if seen == samples:
+                    break
+                model.zero_grad(set_to_none=True)
+                loss(model, x.unsqueeze(0), y.unsqueeze(0)).backward()
+                importance.accumulate_grad(model)
+                seen += 1
+            if seen == samples:
+                break
+    model.zero_grad(set_to_none=True)
