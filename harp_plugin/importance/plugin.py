@@ -1,7 +1,8 @@
 """Registers the importance criteria and the HARP γ schedule.
 
 Torch-Pruning's built-ins go by short names ("magnitude" is the L2 norm, "l1" the L1 norm;
-"hessian" and "taylor" need gradients, collected by ``remove_channels``); "harp", "hydra" and
+"hessian" — Torch-Pruning's, with its accumulation fixed — and "taylor" need gradients,
+collected by ``remove_channels``); "harp", "hydra" and
 "lwm" build a :class:`HarpImportance` (``factory(target_kept, ...)``, to be fitted before
 pruning), "adv-taylor" Torch-Pruning's Taylor criterion on the adversarial loss and
 "smoothness" the kernel-smoothness criterion of SR-GKP.
@@ -14,7 +15,7 @@ import torch_pruning as tp
 
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.smoothness import KernelSmoothnessImportance
-from harp_plugin.importance.taylor import AdversarialTaylorImportance
+from harp_plugin.importance.taylor import AdversarialTaylorImportance, HessianImportance
 from harp_plugin.registry import hookimpl
 from harp_plugin.schedulers.gamma import IncrementalGamma
 
@@ -28,7 +29,7 @@ def harp_importances() -> dict:
         "lamp": tp.importance.LAMPImportance,
         "fpgm": tp.importance.FPGMImportance,
         "taylor": tp.importance.GroupTaylorImportance,
-        "hessian": tp.importance.GroupHessianImportance,
+        "hessian": HessianImportance,
         "random": tp.importance.RandomImportance,
         "harp": partial(HarpImportance, method="harp"),
         "hydra": partial(HarpImportance, method="hydra"),

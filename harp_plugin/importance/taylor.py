@@ -57,12 +57,32 @@ def accumulate_gradients(model: nn.Module, loader: DataLoader, loss: TrainingLos
             loss(model, inputs.to(device), labels.to(device)).backward()
 
 
+class HessianImportance(tp.importance.GroupHessianImportance):
+    """Torch-Pruning's diagonal-Hessian criterion, θ²·mean(g²) over per-sample gradients g.
+
+    Torch-Pruning 1.6.1 checks the parameter's name but stores under the parameter itself,
+    so every call restarts the sums and only the last sample counts; this accumulates them.
+    """
+
+    def accumulate_grad(self, model: nn.Module) -> None:
+        for param in model.parameters():
+            if param.grad is None:
+                continue
+            squared = param.grad.detach().pow(2)
+            if param in self._accu_grad:
+                self._accu_grad[param] += squared
+                self._counter[param] += 1
+            else:
+                self._accu_grad[param] = squared.clone()
+                self._counter[param] = 1
+
+
 def accumulate_hessian(
     model: nn.Module, loader: DataLoader, loss: TrainingLoss, importance: tp.importance.GroupHessianImportance,
     samples: int,
 ) -> None:
-    """Feed Torch-Pruning's Hessian criterion the per-sample gradients of its first ``samples``
-    training samples (its diagonal-Hessian estimate is a sum of squared per-sample gradients)."""
+    """Feed a Hessian criterion the per-sample gradients of the first ``samples`` training
+    samples. The ``.grad`` tensors stay allocated: the criterion writes its estimate there."""
     importance.zero_grad()
     device = model_device(model)
     seen = 0
@@ -71,10 +91,9 @@ def accumulate_hessian(
             for x, y in zip(inputs.to(device), labels.to(device)):
                 if seen == samples:
                     break
-                model.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=False)
                 loss(model, x.unsqueeze(0), y.unsqueeze(0)).backward()
                 importance.accumulate_grad(model)
                 seen += 1
             if seen == samples:
                 break
-    model.zero_grad(set_to_none=True)
