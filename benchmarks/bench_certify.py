@@ -25,6 +25,7 @@ from harp_plugin.models import cifar_model_deep, small_cnn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stability import EPS, train_certified  # noqa: E402
+from machine import add_device_flag, chosen_device, describe  # noqa: E402
 
 
 def timed(model: nn.Module, loader: DataLoader, method: str, backend: str) -> tuple[float, float]:
@@ -41,8 +42,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--train-epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    add_device_flag(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    device = chosen_device(parser, args.device)
     torch.manual_seed(args.seed)
     splits = load_dataset("mnist5k", seed=args.seed)
     pool = torch.utils.data.ConcatDataset([splits.test, splits.val, splits.train])
@@ -55,7 +58,9 @@ def main() -> None:
         "small_cnn": small_cnn(mean=splits.mean, std=splits.std),
         "cifar_model_deep (28x28)": cifar_model_deep(in_channels=1, input_size=28, mean=splits.mean, std=splits.std),
     }
+    models = {name: model.to(device) for name, model in models.items()}
     lirpa = lirpa_available()
+    print(describe(device))
     print(f"torch threads: {torch.get_num_threads()}; auto_LiRPA: {'present' if lirpa else 'absent — ' + INSTALL_HINT}")
     print("| model | method | images | native s | native img/s | native cert. | auto_LiRPA s | ratio (LiRPA/native) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +40,9 @@ from harp_plugin.robust.evaluation import predict
 from harp_plugin.robust.losses import PGDATLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult, fit
 from harp_plugin.schedulers.gamma import IncrementalGamma
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import add_device_flag, chosen_device, describe  # noqa: E402
 
 FINE_TARGETS = (0.10, 0.01, 0.005)  # kept fractions: 90%, 99%, 99.5% sparsity
 CHANNEL_TARGETS = (0.50, 0.25)  # kept channel fractions: 50% and 75% of channels pruned
@@ -66,7 +70,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=500, help="fixed random test subset for PGD-20")
     parser.add_argument("--timing-pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    return parser.parse_args()
+    add_device_flag(parser)
+    args = parser.parse_args()
+    args.device = chosen_device(parser, args.device)
+    return args
 
 
 def loaders(seed: int, args: argparse.Namespace) -> tuple[DataLoader, DataLoader, DataLoader]:
@@ -101,9 +108,9 @@ def pretrained(args: argparse.Namespace) -> nn.Module:
     """The shared dense PGD-AT model, trained once and cached with its test accuracy."""
     path = args.out / "pretrained.pt"
     torch.manual_seed(1234)
-    model = small_cnn(num_classes=10, width=args.width)
+    model = small_cnn(num_classes=10, width=args.width).to(args.device)
     if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
+        model.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
         return model
     train, val, test = loaders(1234, args)
     start = time.perf_counter()
@@ -140,7 +147,8 @@ def timing(args: argparse.Namespace, base: nn.Module) -> dict:
                     val_attack=attack, strict=False)
         harp.append(time.perf_counter() - start)
     ratios = [h / p for h, p in zip(harp, plain)]
-    summary = {"plain_seconds": plain, "harp_seconds": harp, "ratios": ratios, "median_ratio": statistics.median(ratios)}
+    summary = {"plain_seconds": plain, "harp_seconds": harp, "ratios": ratios, "median_ratio": statistics.median(ratios),
+               "machine": describe(args.device)}
     path.write_text(json.dumps(summary))
     return summary
 
@@ -196,7 +204,8 @@ def run_channel(args: argparse.Namespace, base: nn.Module, seed: int, target: fl
         )
     widths = {name: m.weight.shape[0] / base.get_submodule(name).weight.shape[0]
               for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    macs = tp.utils.count_ops_and_params(model, EXAMPLE)[0] / tp.utils.count_ops_and_params(base, EXAMPLE)[0]
+    example = EXAMPLE.to(args.device)
+    macs = tp.utils.count_ops_and_params(model, example)[0] / tp.utils.count_ops_and_params(base, example)[0]
     return {
         "part": "channel", "seed": seed, "target": target, "method": method, **evaluate(model, test, args),
         "kept": result.parameters_after / result.parameters_before, "macs": macs,
@@ -281,6 +290,7 @@ def report(args: argparse.Namespace) -> None:
     pre, times = (json.loads((args.out / f"{name}.json").read_text()) for name in ("pretrain", "timing"))
     plot(rows, args.results.parent / "harp_kept_fractions.png")
     lines = [
+        f"Timing machine: {times.get('machine', 'not recorded (before --device)')}.",
         f"Dense PGD-AT model: clean {100 * pre['clean']:.1f} %, PGD-20 {100 * pre['pgd20']:.1f} %.",
         f"HARP prune epoch / plain PGD-AT epoch (same model, alternated {len(times['ratios'])}×): median "
         f"{times['median_ratio']:.2f} (ratios " + ", ".join(f"{x:.2f}" for x in times["ratios"]) + "; plain "
@@ -299,6 +309,7 @@ def report(args: argparse.Namespace) -> None:
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
+    print(describe(args.device), flush=True)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch_pruning")
     if not args.report:
         run_all(args)

@@ -16,7 +16,9 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -32,6 +34,9 @@ from harp_plugin.schedulers.geometric import GeometricScheduler
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.models import small_cnn
 from harp_plugin.robust.training import TrainConfig, fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import add_device_flag, chosen_device, describe  # noqa: E402
 
 EPS = 0.1
 
@@ -72,7 +77,7 @@ def run_criterion(name: str, dense: nn.Module, rewinder: WeightRewinder, splits:
     torch.manual_seed(seed)
     calibration = torch.stack([splits.train[i][0] for i in range(args.calibration)])
     pruner = tp.MetaPruner(
-        model, calibration[:1], importance=importance_for(name, model, calibration), pruning_ratio=0.5,
+        model, calibration[:1].to(args.device), importance=importance_for(name, model, calibration), pruning_ratio=0.5,
         iterative_steps=args.rounds, iterative_pruning_ratio_scheduler=GeometricScheduler(rate=None),
         ignored_layers=[model[-1]],
     )
@@ -101,8 +106,11 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=256, help="training images for stability scores")
     parser.add_argument("--crown-samples", type=int, default=0, help="test images for full CROWN (0: skip; it is slow on CPU)")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    add_device_flag(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    args.device = chosen_device(parser, args.device)
+    print(describe(args.device), flush=True)
     start = time.time()
     rows = []
     for seed in args.seeds:
@@ -110,7 +118,7 @@ def main() -> None:
         splits = load_dataset("mnist5k", seed=seed)
         test = DataLoader(splits.test, batch_size=250)
         crown = DataLoader(Subset(splits.test, range(args.crown_samples)), batch_size=50) if args.crown_samples else None
-        model = small_cnn(mean=splits.mean, std=splits.std, width=args.width)
+        model = small_cnn(mean=splits.mean, std=splits.std, width=args.width).to(args.device)
         rewinder = WeightRewinder(model)
         train_certified(model, splits, args.epochs, args.warmup, args.ramp, seed)
         dense = {"criterion": "dense", "round": 0, **evaluate(model.eval(), test, crown)}

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from harp_plugin.bounds.backends import bound_function, resolve_backend
 from harp_plugin.bounds.engine import unstable_mask
 from harp_plugin.bounds.spec import check_eps
+from harp_plugin.distributed import gather_objects, is_main, my_batches
 from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 
@@ -59,7 +60,8 @@ def certified_accuracy(
     """Fraction of samples whose margins e_y − e_j all have a lower bound > 0 on the ε-ball.
 
     Runs the model in eval mode (restored afterwards) without gradients, where the model is;
-    ``device``, if given, must be that device (nothing is moved).
+    ``device``, if given, must be that device (nothing is moved). Under torch.distributed each
+    rank bounds its share of the batches and the counts are summed over ranks.
     """
     eps = check_eps(eps)
     resolved = resolve_backend(backend, method)
@@ -67,7 +69,7 @@ def certified_accuracy(
     counts, unstable, neurons = Counter(), Counter(), Counter()
     bounds = None
     with eval_mode(model), torch.no_grad():
-        for x, y in tqdm(loader, desc=f"certify {method} eps={eps:g}", disable=not progress):
+        for x, y in tqdm(my_batches(loader), desc=f"certify {method} eps={eps:g}", disable=not (progress and is_main())):
             x, y = x.to(device), y.to(device)
             bounds = bounds or bound_function(model, x, method, resolved, lower, upper)
             result = bounds(x, eps, y)
@@ -77,6 +79,7 @@ def certified_accuracy(
             for name, (low, high) in result.preactivations.items():
                 unstable[name] += int(unstable_mask(low, high).sum())
                 neurons[name] += low.numel()
+    counts, unstable, neurons = (sum(shares, Counter()) for shares in zip(*gather_objects((counts, unstable, neurons))))
     total = counts["total"]
     return CertifiedAccuracy(
         certified_accuracy=counts["certified"] / total if total else 0.0,

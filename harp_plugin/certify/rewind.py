@@ -55,9 +55,9 @@ class WeightRewinder:
             kept = self.kept[module]
             for name, initial in state.items():
                 current = getattr(module, name)
-                value = initial.index_select(0, kept["out"])
+                value = initial.index_select(0, kept["out"].to(initial.device))
                 if value.dim() > 1 and "in" in kept:
-                    value = value.index_select(1, kept["in"])
+                    value = value.index_select(1, kept["in"].to(initial.device))
                 if value.shape != current.shape:
                     raise ValueError(
                         f"cannot rewind {type(module).__name__}.{name}: tracked shape {tuple(value.shape)} "

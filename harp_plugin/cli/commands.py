@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from harp_plugin.certify.accuracy import certified_accuracy
+from harp_plugin.distributed import is_main, torchrun_job
 from harp_plugin.pipeline.config import RunConfig, build_config, load_config_file, resolve_device
 from harp_plugin.pipeline.run import load_run_model, run
 from harp_plugin.registry import KINDS, get_registry
@@ -17,7 +18,11 @@ def run_command(arguments: argparse.Namespace) -> int:
     file_values = load_config_file(arguments.config) if arguments.config else {}
     overrides = {f.name: getattr(arguments, f.name) for f in fields(RunConfig)}
     config = build_config(file_values, **overrides)
-    report = run(config)
+    with torchrun_job(config.device) as device:
+        speaks = is_main()  # asked inside: the process group is gone after the block
+        report = run(config.replace(device=device), log=print if speaks else _silent)
+    if not speaks:
+        return 0
     written = write_run_report(report, config.out_dir)
     print()
     print(format_text(comparison_rows(report.dense, report.pruned)))
@@ -27,6 +32,10 @@ def run_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _silent(_: str) -> None:
+    """Ranks other than 0 print nothing (rank 0 speaks for the job)."""
+
+
 def certify_command(arguments: argparse.Namespace) -> int:
     run_dir = Path(arguments.run_dir)
     report_path = run_dir / "report.json"
@@ -34,7 +43,7 @@ def certify_command(arguments: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{str(report_path)!r} does not exist: point --run-dir at a `harp-prune run` output folder")
     config = build_config(json.loads(report_path.read_text())["config"], device=arguments.device)
     eps = config.eps if arguments.eps is None else arguments.eps
-    model, test_loader = load_run_model(config, run_dir, arguments.which, resolve_device(config.device))
+    model, test_loader = load_run_model(config, run_dir / f"{arguments.which}.pt", resolve_device(config.device))
     result = certified_accuracy(
         model, test_loader, eps, method=arguments.method, backend=arguments.backend, progress=arguments.progress,
     )

@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader
 from harp_plugin.schedulers.geometric import GeometricScheduler
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.taylor import AdversarialTaylorImportance, accumulate_gradients, accumulate_hessian
+from harp_plugin.distributed import RankAveragedImportance, average_gradients, from_main
+from harp_plugin.distributed import active as distributed_active
 from harp_plugin.models.device import model_device
 from harp_plugin.models.validation import final_classifier
 from harp_plugin.robust.attacks import Attack
@@ -60,6 +62,10 @@ def remove_channels(
     state-dependent importance such as stability scores the retrained model. The final
     classifier is always ignored (it would lose classes). Parameters are replaced: rebuild any
     optimiser afterwards. Returns the score training's history for HARP/HYDRA, else None.
+
+    Under torch.distributed every rank removes the same channels: scores are averaged over
+    ranks before Torch-Pruning ranks them, gradients for Taylor criteria are averaged, and
+    HARP's learned ratios are rank 0's.
     """
     if not 0.0 <= pruning_ratio < 1.0:
         raise ValueError(f"pruning_ratio must be in [0, 1), got {pruning_ratio}")
@@ -75,12 +81,15 @@ def remove_channels(
                                  example_inputs=example_inputs, ignored_layers=[classifier],
                                  val_attack=val_attack, progress=progress, strict=strict)
         ratios = importance.pruning_ratio_dict(model, example_inputs)
-    pruner = tp.MetaPruner(model, example_inputs, importance=importance, pruning_ratio=pruning_ratio,
+        ratios = dict(zip(ratios, from_main(list(ratios.values()))))  # one decision for every rank
+    ranking = RankAveragedImportance(importance) if distributed_active() else importance
+    pruner = tp.MetaPruner(model, example_inputs, importance=ranking, pruning_ratio=pruning_ratio,
                            pruning_ratio_dict=ratios, ignored_layers=[classifier], iterative_steps=rounds,
                            iterative_pruning_ratio_scheduler=GeometricScheduler(rate=None))
     for round_index in range(rounds):
         if isinstance(importance, tp.importance.GroupTaylorImportance):
             _taylor_gradients(model, importance, loss, train_loader, gradient_batches)
+            average_gradients(model.parameters())
         if isinstance(importance, tp.importance.GroupHessianImportance):
             if train_loader is None:
                 raise ValueError("GroupHessianImportance needs train_loader for its per-sample gradients")

@@ -34,9 +34,15 @@ def harp_importances() -> dict:
         "harp": partial(HarpImportance, method="harp"),
         "hydra": partial(HarpImportance, method="hydra"),
         "lwm": partial(HarpImportance, method="lwm"),
-        "adv-taylor": AdversarialTaylorImportance,
+        "adv-taylor": adversarial_taylor,
         "smoothness": KernelSmoothnessImportance,
     }
+
+
+def adversarial_taylor(batches: int = 4) -> AdversarialTaylorImportance:
+    """Adversarial Taylor with Torch-Pruning's Taylor defaults. A named signature, because the
+    main job passes a ``**kwargs`` factory every option it has (target_kept, gamma, ...)."""
+    return AdversarialTaylorImportance(batches=batches)
 
 
 @hookimpl

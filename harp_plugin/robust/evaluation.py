@@ -1,6 +1,7 @@
 """Evaluation of a (pruned) model: clean, balanced and per-attack robust accuracy, size."""
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
@@ -11,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from harp_plugin.distributed import gather_objects, is_main, my_batches
 from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
 from harp_plugin.robust.attacks import Attack
@@ -91,32 +93,37 @@ def predict(
     description: str = "evaluate",
 ) -> Predictions:
     """Predictions in eval mode (restored afterwards), clean and under every attack, where the
-    model is (``device``, if given, must be that device)."""
+    model is (``device``, if given, must be that device).
+
+    Under torch.distributed each rank predicts its share of the batches and every rank
+    returns all of them (gathered), so accuracies are the same everywhere.
+    """
     device = model_device(model, device)
-    collected: dict[str, list[torch.Tensor]] = {"clean": []} | {a.name: [] for a in attacks}
-    labels: list[torch.Tensor] = []
+    collected: dict[str, list[torch.Tensor]] = {"labels": [], "clean": []} | {a.name: [] for a in attacks}
     example: torch.Tensor | None = None
+    batches = loader if max_batches is None else itertools.islice(loader, max_batches)
     with eval_mode(model):
-        for index, (inputs, targets) in enumerate(
-            tqdm(loader, desc=description, disable=not progress, leave=False)
-        ):
-            if max_batches is not None and index >= max_batches:
-                break
+        for inputs, targets in tqdm(my_batches(batches), desc=description, disable=not (progress and is_main()),
+                                    leave=False):
             inputs, targets = inputs.to(device), targets.to(device)
             example = inputs[:1] if example is None else example
-            labels.append(targets.cpu())
+            collected["labels"].append(targets.cpu())
             with torch.no_grad():
                 collected["clean"].append(model(inputs).argmax(1).cpu())
             for attack in attacks:
                 adversarial = attack(model, inputs, targets)
                 with torch.no_grad():
                     collected[attack.name].append(model(adversarial).argmax(1).cpu())
-    if example is None:
+    shares = gather_objects((collected, None if example is None else example.cpu()))
+    merged = {name: [t for share, _ in shares for t in share[name]] for name in collected}
+    examples = [e for _, e in shares if e is not None]
+    if not examples:
         raise ValueError("cannot evaluate on an empty data loader (it yielded no batch)")
+    labels = torch.cat(merged.pop("labels"))
     return Predictions(
-        labels=torch.cat(labels),
-        predictions={name: torch.cat(values) for name, values in collected.items()},
-        example=example,
+        labels=labels,
+        predictions={name: torch.cat(values) for name, values in merged.items()},
+        example=example if example is not None else examples[0].to(device),
     )
 
 

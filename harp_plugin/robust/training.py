@@ -17,6 +17,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from harp_plugin.distributed import (
+    average_buffers,
+    average_gradients,
+    broadcast_state,
+    gather_objects,
+    is_main,
+    set_epoch,
+    world_size,
+)
 from harp_plugin.models.device import model_device
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.checkpoint import (
@@ -89,6 +98,10 @@ def fit(
     and BN only). A new optimiser is built on every call, so calling ``fit`` again after
     ``pruner.step()`` never updates the parameters pruning replaced. Training runs where the
     model is; ``device``, if given, must be that device (checkpoints load onto it).
+
+    Under an initialised process group every rank starts from rank 0's state, gradients are
+    averaged over ranks after each backward pass and BN statistics before each validation, so
+    the ranks stay identical; give each rank its share of the data (``shard_training_loader``).
     """
     hooks = hooks or TrainingHooks()
     device = model_device(model, device)
@@ -103,13 +116,16 @@ def fit(
     result = TrainResult()
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
+    progress = progress and is_main()
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path, map_location=device)
         start_epoch, best_state = _restore(state, model, optimizer, scheduler, result, str(checkpoint_path))
         _restore_rng(state, train_loader, device)
+    broadcast_state(model)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        set_epoch(train_loader, epoch)
         running, seen = 0.0, 0
         bar = tqdm(train_loader, desc=f"{description} {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for index, (inputs, labels) in enumerate(bar):
@@ -127,12 +143,15 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            average_gradients(trainable)
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(trainable, config.grad_clip)
             optimizer.step()
             running += float(value.detach()) * labels.numel()
             seen += labels.numel()
             bar.set_postfix(loss=f"{running / seen:.3f}")
+        average_buffers(model)
+        running, seen = map(sum, zip(*gather_objects((running, seen))))
         record = _validate(model, val_loader, val_attack, device, config, epoch, running / max(seen, 1), optimizer)
         scheduler.step()
         hooks.on_epoch_end(model, record)
@@ -214,6 +233,7 @@ def _snapshot(
         "best_epoch": result.best_epoch,
         "best_score": result.best_score,
         "best_model": best_state,
+        "world_size": world_size(),
     }
 
 
@@ -250,6 +270,11 @@ def _restore(
     required = {"model", "optimizer", "scheduler", "epoch", "history", "best_epoch", "best_score", "best_model"}
     if not required <= set(state):
         raise CheckpointError(f"{source} is not a training checkpoint: missing {sorted(required - set(state))}")
+    if state.get("world_size", 1) != world_size():
+        raise CheckpointError(
+            f"{source} was written by {state.get('world_size', 1)} process(es) and cannot resume with {world_size()}: "
+            "the data order and random states are per process; resume with the same number of processes"
+        )
     load_model_state(model, state["model"], source)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
