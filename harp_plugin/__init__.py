@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "fit": "harp_plugin.robust.training",
     "evaluate": "harp_plugin.robust.evaluation",
     "get_registry": "harp_plugin.registry",
+    "save_pruned": "harp_plugin.deploy.pruned",
+    "load_pruned": "harp_plugin.deploy.pruned",
 }
 
 __all__ = sorted(_EXPORTS)

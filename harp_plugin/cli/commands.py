@@ -43,7 +43,7 @@ def certify_command(arguments: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{str(report_path)!r} does not exist: point --run-dir at a `harp-prune run` output folder")
     config = build_config(json.loads(report_path.read_text())["config"], device=arguments.device)
     eps = config.eps if arguments.eps is None else arguments.eps
-    model, test_loader = load_run_model(config, run_dir / f"{arguments.which}.pt", resolve_device(config.device))
+    model, test_loader = load_run_model(config, run_dir, arguments.which, resolve_device(config.device))
     result = certified_accuracy(
         model, test_loader, eps, method=arguments.method, backend=arguments.backend, progress=arguments.progress,
     )

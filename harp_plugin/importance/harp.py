@@ -151,6 +151,11 @@ class HarpImportance(tp.importance.Importance):
             raise NotFittedError(f"HarpImportance was fitted to another model, not this {type(model).__name__}")
         return reconciled_ratio_dict(model, example_inputs.to(model_device(model)), kept, self.ignored_layers)
 
+    def learned_kept_fractions(self) -> dict[str, float]:
+        """Each scored layer's learned kept fraction (kept channels / channels at fit), by name."""
+        self._require_fitted()
+        return {self._names[layer]: kept / self._scores[layer].numel() for layer, kept in self._kept.items()}
+
     def make_pruner(self, model: nn.Module, example_inputs: torch.Tensor, **kwargs: Any) -> tp.MetaPruner:
         """``tp.MetaPruner`` with this importance, the learned ratios and the classifier ignored."""
         ignored = list(kwargs.pop("ignored_layers", [])) + self.ignored_layers

@@ -36,6 +36,7 @@ class MaskSet:
     method: str
     costs: CostModel
     gates: list[RemovableHandle] = field(default_factory=list)  # channel mode: output gates
+    gated_outputs: dict[str, str] = field(default_factory=dict)  # channel mode: layer → module it gates
 
     def masks(self) -> dict[str, ScoreMask]:
         """Each layer's parametrization, by layer name."""
@@ -128,14 +129,16 @@ def attach_masks(
         example_inputs = example_inputs.to(model_device(model))
     traces = _channel_traces(model, layers, example_inputs) if mode == "channel" else {}
     costs = flop_costs(model, example_inputs, traces) if traces else parameter_costs(layers)
-    gates = []
+    gates, gated_outputs = [], {}
     for name, layer in layers.items():
         scores = scaled_scores(layer.weight, per_channel=mode == "channel")
         mask = _make_mask(scores, method, target_kept, kept_init, min_kept)
         parametrize.register_parametrization(layer, "weight", mask)
         if mode == "channel":
-            gates.append(_attach_gate(model, layer, traces.get(name), mask))
-    return MaskSet(model, layers, target_kept, mode, method, costs, gates)
+            trace = traces.get(name)
+            gated_outputs[name] = trace.norm if trace is not None and trace.norm else name
+            gates.append(_attach_gate(model.get_submodule(gated_outputs[name]), mask))
+    return MaskSet(model, layers, target_kept, mode, method, costs, gates, gated_outputs)
 
 
 def _channel_traces(
@@ -152,9 +155,8 @@ def _channel_traces(
     return traces
 
 
-def _attach_gate(model: nn.Module, layer: nn.Module, trace: LayerTrace | None, mask: ScoreMask) -> RemovableHandle:
-    """Gate the channel's final output: that of the BN right after ``layer``, else ``layer``'s."""
-    end = model.get_submodule(trace.norm) if trace is not None and trace.norm else layer
+def _attach_gate(end: nn.Module, mask: ScoreMask) -> RemovableHandle:
+    """Gate the channel's final output: that of the BN right after the layer, else the layer's."""
     mask.gated = True
     return end.register_forward_hook(lambda _module, _inputs, output: mask.gate(output))
 

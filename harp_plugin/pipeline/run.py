@@ -17,7 +17,9 @@ from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.distributed import shard_training_loader
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
+from harp_plugin.deploy.pruned import load_pruned, save_pruned
 from harp_plugin.importance.channels import remove_channels
+from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.phases import train_masks
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks
 from harp_plugin.schedulers.gamma import IncrementalGamma
@@ -135,16 +137,21 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     rounds = f" in {config.prune_rounds} geometric rounds" if config.prune_rounds > 1 else ""
     log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance")
     pruned = copy.deepcopy(model)
+    importance = build_importance(config, pruned, session.train_loader)
     with session.timed("prune"):
-        prune_history, masks = _prune(session, pruned, build_importance(config, pruned, session.train_loader))
+        prune_history, masks = _prune(session, pruned, importance)
         check_classifier_output(pruned, session.example, session.splits.num_classes)
 
     log(f"[4/5] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
     with session.timed("finetune"):
         session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune")
+        fitted = isinstance(importance, HarpImportance) and importance.fitted  # channel mode; masks carry their own
+        learned = importance.learned_kept_fractions() if fitted else None
+        save_pruned(pruned, out_dir / "pruned.pt", masks=masks, learned_ratios=learned, metadata={
+            "model": config.model, "dataset": config.dataset, "input_shape": list(session.example.shape[1:]),
+        })
         if masks is not None:
-            remove_masks(masks, how="zero")  # θ ⊙ M as plain weights: loads into the dense architecture
-        save_checkpoint({"model": pruned.state_dict()}, out_dir / "pruned.pt")
+            remove_masks(masks, how="zero")  # θ ⊙ M as plain weights for evaluation
 
     log(f"[5/5] evaluating dense and pruned on {len(session.test_loader.dataset)} test images")
     with session.timed("evaluate"):
@@ -157,11 +164,20 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes)
 
 
-def load_run_model(config: RunConfig, checkpoint: Path, device: str | torch.device) -> tuple[nn.Module, DataLoader]:
-    """A run's saved model on ``device`` (pruned layers resized on load) and its test loader."""
+def load_run_model(
+    config: RunConfig, run_dir: Path, which: str, device: str | torch.device
+) -> tuple[nn.Module, DataLoader]:
+    """A run's ``dense`` or ``pruned`` model on ``device`` (the pruned one rebuilt from its
+    structure record, masks folded) and its test loader."""
+    if which not in ("dense", "pruned"):
+        raise ValueError(f"which must be 'dense' or 'pruned', got {which!r}")
     splits = _load_splits(config)
     model = build_model(config, splits).to(device)
-    load_model_state(model, load_checkpoint(checkpoint, map_location=device)["model"], str(checkpoint))
+    checkpoint = Path(run_dir) / f"{which}.pt"
+    if which == "pruned":
+        load_pruned(model, checkpoint, fold_masks=True)
+    else:
+        load_model_state(model, load_checkpoint(checkpoint, map_location=device)["model"], str(checkpoint))
     return model, make_loaders(splits, config.batch_size, seed=config.seed)[2]
 
 

@@ -1,8 +1,7 @@
 """Checkpoints that are never half-written and load with ``weights_only=True``.
 
-A pruned model's layers are smaller than the architecture that builds it, so loading
-reshapes Conv/Linear/BatchNorm layers to the saved shapes first (``match_saved_shapes``);
-every other shape mismatch is an error naming the tensor.
+A pruned model saved for later use goes through ``harp_plugin.deploy.save_pruned``, whose
+structure record rebuilds any pruned architecture; these are the plain building blocks.
 """
 from __future__ import annotations
 
@@ -66,8 +65,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model``, first shrinking layers a pruning removed channels from."""
-    match_saved_shapes(model, state)
+    """Load ``state`` into ``model`` of the same structure; a mismatch names the tensors."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -75,38 +73,7 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
         raise CheckpointError(
             f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    model.load_state_dict(dict(state))
-
-
-def match_saved_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Resize Conv/Linear/BatchNorm layers whose saved tensors are smaller (a pruned model)."""
-    for module_name, module in model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        saved_weight = state.get(f"{prefix}weight")
-        if saved_weight is None or not isinstance(module, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
-            continue
-        if tuple(saved_weight.shape) == tuple(module.weight.shape):
-            continue
-        _resize_layer(module, module_name, saved_weight.shape)
-
-
-def _resize_layer(module: nn.Module, name: str, shape: torch.Size) -> None:
-    if isinstance(module, nn.Conv2d):
-        if tuple(shape[2:]) != tuple(module.weight.shape[2:]):
-            raise CheckpointError(f"layer {name!r}: saved kernel {tuple(shape)} vs {tuple(module.weight.shape)}")
-        module.out_channels, module.in_channels = int(shape[0]), int(shape[1]) * module.groups
-    elif isinstance(module, nn.Linear):
-        module.out_features, module.in_features = int(shape[0]), int(shape[1])
-    else:
-        module.num_features = int(shape[0])
-    for tensor_name, tensor in list(module.named_parameters(recurse=False)) + list(
-        module.named_buffers(recurse=False)
-    ):
-        if tensor.dim() == 0:
-            continue
-        new_shape = shape if tensor_name == "weight" else (int(shape[0]),)
-        replacement = torch.empty(new_shape, dtype=tensor.dtype, device=tensor.device)
-        if isinstance(tensor, nn.Parameter):
-            setattr(module, tensor_name, nn.Parameter(replacement, requires_grad=tensor.requires_grad))
-        else:
-            module.register_buffer(tensor_name, replacement)
+    try:
+        model.load_state_dict(dict(state))
+    except RuntimeError as error:
+        raise CheckpointError(f"{source} does not fit the model: {error}") from error
