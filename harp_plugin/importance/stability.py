@@ -68,14 +68,15 @@ class StabilityImportance(tp.importance.Importance):
     def __call__(self, group) -> Optional[Tensor]:
         table = self.channel_table()
         size = len(group[0].idxs)
-        total, count = torch.zeros(size), torch.zeros(size)
+        dtype = next(iter(table.values())).dtype if table else torch.get_default_dtype()
+        total, count = torch.zeros(size, dtype=dtype), torch.zeros(size, dtype=dtype)
         for i, (dep, idxs) in enumerate(group):
             module, root_idxs = dep.layer, group[i].root_idxs
             if module not in table or dep.pruning_fn not in _OUT_CHANNEL_FNS or None in root_idxs:
                 continue
             roots = torch.as_tensor(root_idxs, dtype=torch.long)
             total.index_add_(0, roots, table[module][torch.as_tensor(idxs, dtype=torch.long)].cpu())
-            count.index_add_(0, roots, torch.ones(len(roots)))
+            count.index_add_(0, roots, torch.ones(len(roots), dtype=dtype))
         if not count.any():
             return None
         scores = total / count.clamp(min=1)
