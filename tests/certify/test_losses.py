@@ -17,13 +17,14 @@ Y = torch.arange(8) % 4
 
 
 def test_ramp_shape() -> None:
+    """Closed form: 625·t⁴/112 up to t = 0.4, then (10t − 3)/7 (value 1/7 and slope 10/7 at the joint)."""
     assert ramp_fraction(0) == 0 and ramp_fraction(1) == pytest.approx(1)
-    assert ramp_fraction(0.2) / ramp_fraction(0.1) == pytest.approx(16)  # t⁴ in the first 40%
-    assert ramp_fraction(0.9) - ramp_fraction(0.8) == pytest.approx(ramp_fraction(0.7) - ramp_fraction(0.6))
+    assert ramp_fraction(0.2) == pytest.approx(625 * 0.2**4 / 112) and ramp_fraction(0.4) == pytest.approx(1 / 7)
+    assert ramp_fraction(0.7) == pytest.approx(4 / 7) and ramp_fraction(-1) == 0 and ramp_fraction(2) == pytest.approx(1)
     left, right = ramp_fraction(0.4 - 1e-6), ramp_fraction(0.4 + 1e-6)
-    assert right - left == pytest.approx(2e-6 * (ramp_fraction(0.5) - ramp_fraction(0.45)) / 0.05, rel=1e-3)
+    assert (right - left) / 2e-6 == pytest.approx(10 / 7, rel=1e-4)
     schedule = EpsilonSchedule(0.1, warmup_epochs=2, ramp_epochs=4)
-    assert schedule(1.99) == 0 and schedule(6) == pytest.approx(0.1) and 0 < schedule(3) < schedule(5) < 0.1
+    assert schedule(1.99) == 0 and schedule(6) == pytest.approx(0.1) and schedule(4) == pytest.approx(0.1 * 2 / 7)
     with pytest.raises(ValueError, match="eps must be"):
         EpsilonSchedule(-0.1)
 
@@ -42,7 +43,7 @@ def test_training_step_reduces_the_loss_in_train_mode(method: str) -> None:
     torch.manual_seed(0)
     model = residual_net(1).train()
     loss_fn = CertifiedLoss(0.02, method=method, warmup_epochs=0, ramp_epochs=2, stability_weight=1e-3)
-    assert loss_fn.set_progress(1, 0, 10) == pytest.approx(0.02 * ramp_fraction(0.5))
+    assert loss_fn.set_progress(1, 0, 10) == pytest.approx(0.02 * 2 / 7)  # t = 0.5: (10t − 3)/7
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import tiny_cnn
 from harp_plugin.importance.taylor import AdversarialTaylorImportance
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.losses import PGDATLoss
@@ -23,9 +23,8 @@ def shifted(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x + 0.2).clamp(0, 1)
 
 
-def test_scores_come_from_the_adversarial_gradients_of_the_first_batches() -> None:
-    torch.manual_seed(0)
-    model = tiny_cnn()
+def test_scores_come_from_the_adversarial_gradients_of_the_first_batches(sequential: nn.Sequential) -> None:
+    model = sequential
     generator = torch.Generator().manual_seed(1)
     x, y = torch.rand(12, 1, 12, 12, generator=generator), torch.randint(0, 4, (12,), generator=generator)
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
