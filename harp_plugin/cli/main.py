@@ -3,69 +3,105 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
+from harp_plugin import __version__
+from harp_plugin.certify.backends import BACKENDS
 from harp_plugin.cli import commands
+from harp_plugin.cli.flags import add_setting_flags, choices_help, registry_name, setting_type
 from harp_plugin.importance.errors import NotFittedError, TargetNotReachedError
-from harp_plugin.pipeline.config import RunConfig
+from harp_plugin.registry import KINDS, get_registry
 
 USER_ERRORS = (
-    ValueError, TypeError, KeyError, FileNotFoundError, ImportError, NotFittedError, TargetNotReachedError,
+    ValueError, TypeError, KeyError, OSError, ImportError, NotFittedError, TargetNotReachedError,
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="harp-prune",
-        description="Robust pruning for Torch-Pruning: prune, robustly fine-tune, evaluate.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line naming the flag and the problem, not the whole usage block."""
 
-    run = sub.add_parser("run", help="pre-train → prune → fine-tune → evaluate (defaults: mnist5k, small CNN)")
-    run.add_argument("--config", help="YAML or TOML file of settings (flags override it)")
-    add_config_flags(run)
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="harp-prune",
+        description="Robust pruning for Torch-Pruning: prune, robustly fine-tune, evaluate, certify.",
+    )
+    parser.add_argument("--version", action="version", version=f"harp-prune {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help="show the full traceback on errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,certify,list}")
+
+    run = sub.add_parser("run", parents=[common], help="pre-train → prune → fine-tune → evaluate (defaults: mnist5k, small CNN)")
+    run.add_argument("--config", metavar="FILE", help="YAML or TOML file of settings; flags override it")
+    add_setting_flags(run)
     run.set_defaults(handler=commands.run_command)
 
-    certify = sub.add_parser("certify", help="certified accuracy of a run's dense or pruned model on its test split")
-    certify.add_argument("--run-dir", default="runs/latest", help="a folder written by `harp-prune run` (default: runs/latest)")
-    certify.add_argument("--which", choices=("pruned", "dense"), default="pruned", help="which checkpoint (default: pruned)")
-    certify.add_argument("--eps", type=float, help="L∞ radius in pixel units (default: the run's eps)")
-    certify.add_argument("--method", default="crown", help="ibp, crown, crown-ibp (alpha-crown with auto_LiRPA)")
-    certify.add_argument("--backend", default="auto", help="auto (auto_LiRPA when importable), native or auto_lirpa")
-    certify.add_argument("--device", default="auto", help="auto picks cuda when present")
-    certify.add_argument("--no-progress", dest="progress", action="store_false")
+    certify = sub.add_parser("certify", parents=[common], help="certified accuracy of a run's dense or pruned model on its test split")
+    certify.add_argument("--run-dir", default="runs/latest", metavar="DIR",
+                         help="a folder written by `harp-prune run`; default: runs/latest")
+    certify.add_argument("--which", choices=("pruned", "dense"), default="pruned",
+                         help="which of the run's checkpoints to certify; default: pruned")
+    certify.add_argument("--eps", type=setting_type("eps"), metavar="X",
+                         help="L-inf radius in pixel units, in [0, 1]; default: the run's eps")
+    certify.add_argument("--method", default="crown", type=registry_name("certifiers"), metavar="NAME",
+                         help=choices_help("bound method (alpha-crown needs auto_LiRPA)", get_registry().names("certifiers"), "crown"))
+    certify.add_argument("--backend", default="auto", choices=BACKENDS,
+                         help="bound engine: auto (auto_LiRPA when importable), native or auto_lirpa; default: auto")
+    certify.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present); default: auto")
+    certify.add_argument("--out", metavar="DIR",
+                         help="folder for certify-WHICH-METHOD.json and .md; default: the run folder")
+    certify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     certify.set_defaults(handler=commands.certify_command)
 
-    listing = sub.add_parser("list", help="list registered components (all kinds, or one)")
-    listing.add_argument("kind", nargs="?", help="importances, attacks, losses, certifiers, schedulers, datasets or models")
+    listing = sub.add_parser("list", parents=[common], help="list registered components with a one-line description")
+    listing.add_argument("kind", nargs="?", choices=KINDS, help="only this kind; default: every kind")
     listing.set_defaults(handler=commands.list_command)
     return parser
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field; values are converted (and checked) by build_config."""
-    for field in fields(RunConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.default is True or field.default is False:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            shown = ",".join(field.default) if isinstance(field.default, tuple) else field.default
-            parser.add_argument(flag, dest=field.name, default=None, metavar="VALUE", help=f"default: {shown}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    """Run one sub-command; errors are one line on stderr (``--debug``: the traceback)."""
     try:
-        return arguments.handler(arguments)
-    except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"harp-prune: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("harp-prune: interrupted; rerun with --resume to continue from the last epoch", file=sys.stderr)
-        return 130
+        arguments = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, usage errors: argparse has printed them
+        return stop.code if isinstance(stop.code, int) else 0
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return arguments.handler(arguments)
+        except KeyboardInterrupt:
+            print("harp-prune: interrupted; rerun with --resume to continue from the last epoch", file=sys.stderr)
+            return 130
+        except Exception as error:
+            if arguments.debug:
+                raise
+            print(f"harp-prune: error: {describe_error(error)}", file=sys.stderr)
+            return 2 if isinstance(error, USER_ERRORS) else 1
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong; an unexpected error also says how to see more."""
+    if isinstance(error, OSError) and error.strerror:
+        message = f"{error.strerror}: {error.filename!r}" if error.filename else error.strerror
+    elif isinstance(error, KeyError) and error.args and type(error) is KeyError:
+        message = f"missing key {error.args[0]!r}"
+    else:
+        message = str(error) or type(error).__name__
+    message = " ".join(message.split())
+    if not isinstance(error, USER_ERRORS):
+        message = f"unexpected {type(error).__name__}: {message} (rerun with --debug for the traceback)"
+    return message
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    print(f"harp-prune: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

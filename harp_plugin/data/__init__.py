@@ -9,6 +9,7 @@ from typing import Any
 
 from harp_plugin.data.loaders import make_loaders
 from harp_plugin.data.partition import split_indices
+from harp_plugin.data.size import SmallDatasetWarning, warn_if_small
 from harp_plugin.data.splits import DataSplits
 from harp_plugin.data.torchvision_sets import DatasetFilesError
 from harp_plugin.registry import get_registry
@@ -23,6 +24,7 @@ def load_dataset(name: str = DEFAULT_DATASET, **kwargs: Any) -> DataSplits:
         raise TypeError(
             f"dataset factory {name!r} returned {type(splits).__name__}, expected DataSplits"
         )
+    warn_if_small(splits)
     return splits
 
 
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_DATASET",
     "DataSplits",
     "DatasetFilesError",
+    "SmallDatasetWarning",
     "load_dataset",
     "make_loaders",
     "split_indices",

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -9,80 +11,79 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
 import yaml
 
+from harp_plugin.pipeline.settings import (
+    NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT, Range, check_registered, check_value, setting,
+)
+
 
 MASK_METHODS: tuple[str, ...] = ("harp", "hydra", "lwm")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every knob of ``harp-prune run``; each field is also a ``--flag`` of the same name."""
+    """Every knob of ``harp-prune run``; each field is also a ``--flag`` of the same name.
 
-    dataset: str = "mnist5k"
-    data_dir: str | None = None
-    download: bool = False
-    max_train: int | None = None
-    max_eval: int | None = None
-    model: str = "small-cnn"
-    model_width: int | None = 16
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 64
-    eps: float = 0.1
-    train: str = "adversarial"
-    train_loss: str = "pgd-at"
-    certified_method: str = "crown-ibp"
-    certified_lr: float = 1e-3
-    certify: tuple[str, ...] = ()
-    train_attack_steps: int = 5
-    val_attack_steps: int = 10
-    eval_attacks: tuple[str, ...] = ("pgd", "fgsm")
-    eval_attack_steps: int = 20
-    pretrain_epochs: int = 3
-    pretrain_lr: float = 0.05
-    method: str = "magnitude"
-    mode: str = "channel"
-    pruning_ratio: float = 0.5
-    prune_rounds: int = 1
-    prune_epochs: int = 2
-    prune_lr: float = 0.1
-    gamma0: float = 0.01
-    gamma_period: float = 0.02  # epochs between γ raises: short runs must reach the target early (§1)
-    finetune_epochs: int = 2
-    finetune_lr: float = 0.01
-    out_dir: str = "runs/latest"
-    resume: bool = False
-    progress: bool = True
+    Declare new fields with :func:`~harp_plugin.pipeline.settings.setting` (a one-line help and
+    what the value accepts): the flag's help, choices and parse-time checks come from there.
+    """
+
+    dataset: str = setting("mnist5k", "dataset to train and test on", registry="datasets")
+    data_dir: str | None = setting(None, "folder holding (or receiving) the dataset files; not needed for bundled sets")
+    download: bool = setting(False, "download a torchvision dataset into --data-dir when it is missing")
+    max_train: int | None = setting(None, "use at most this many training images (quick runs)", valid=POSITIVE_INT)
+    max_eval: int | None = setting(None, "use at most this many validation and test images", valid=POSITIVE_INT)
+    model: str = setting("small-cnn", "architecture, sized for the dataset", registry="models")
+    model_width: int | None = setting(16, "channel width of the model's first layer (models that take one)", valid=POSITIVE_INT)
+    seed: int = setting(0, "seed of weights, splits, batch order and attack noise", valid=NON_NEGATIVE)
+    device: str = setting("auto", "cpu, cuda, cuda:N, or auto (cuda when present)")
+    batch_size: int = setting(64, "images per batch in every phase", valid=POSITIVE_INT)
+    eps: float = setting(0.1, "L-inf radius in pixel units of [0, 1] inputs (attacks and certification)", valid=UNIT)
+    train: str = setting("adversarial", "adversarial (attack-based loss) or certified (bound-based loss) training",
+                         choices=("adversarial", "certified"))
+    train_loss: str = setting("pgd-at", "training loss for --train adversarial", registry="losses")
+    certified_method: str = setting("crown-ibp", "bound method of the certified training loss",
+                                    choices=("ibp", "crown-ibp"))
+    certified_lr: float = setting(1e-3, "Adam learning rate of certified training", valid=POSITIVE)
+    certify: tuple[str, ...] = setting((), "comma-separated bound methods for test-set certified accuracy "
+                                           "(default: ibp,crown-ibp after certified training, none otherwise)",
+                                       registry="certifiers")
+    train_attack_steps: int = setting(5, "PGD steps of the training attack", valid=POSITIVE_INT)
+    val_attack_steps: int = setting(10, "PGD steps of the validation attack that selects the best epoch", valid=POSITIVE_INT)
+    eval_attacks: tuple[str, ...] = setting(("pgd", "fgsm"), "comma-separated attacks for the test report",
+                                            registry="attacks")
+    eval_attack_steps: int = setting(20, "steps of the iterative test attacks", valid=POSITIVE_INT)
+    pretrain_epochs: int = setting(3, "epochs of dense pre-training", valid=NON_NEGATIVE)
+    pretrain_lr: float = setting(0.05, "SGD learning rate of pre-training", valid=POSITIVE)
+    method: str = setting("magnitude", "pruning criterion (importance)", registry="importances")
+    mode: str = setting("channel", "channel: remove whole channels; unstructured: mask single weights (harp, hydra, lwm)",
+                        choices=("channel", "unstructured"))
+    pruning_ratio: float = setting(0.5, "share of channels (or weights) to remove", valid=Range(0.0, 1.0, high_open=True))
+    prune_rounds: int = setting(1, "remove channels in this many geometric rounds, retraining between them",
+                                valid=POSITIVE_INT)
+    prune_epochs: int = setting(2, "epochs of score training for learned criteria (harp, hydra, lwm)", valid=NON_NEGATIVE)
+    prune_lr: float = setting(0.1, "learning rate of score training", valid=POSITIVE)
+    gamma0: float = setting(0.01, "HARP's initial weight of the compression loss", valid=POSITIVE)
+    # epochs between γ raises: short runs must reach the target early (methods.md §1)
+    gamma_period: float = setting(0.02, "epochs between raises of HARP's compression weight", valid=POSITIVE)
+    finetune_epochs: int = setting(2, "epochs of fine-tuning after pruning (fresh optimiser)", valid=NON_NEGATIVE)
+    finetune_lr: float = setting(0.01, "SGD learning rate of fine-tuning", valid=POSITIVE)
+    out_dir: str = setting("runs/latest", "folder for checkpoints and the report (report.json, report.md)")
+    resume: bool = setting(False, "continue each phase from its checkpoint in --out-dir")
+    progress: bool = setting(True, "show progress bars")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1] (pixel units of [0, 1] inputs), got {self.eps}")
-        if not 0.0 <= self.pruning_ratio < 1.0:
-            raise ValueError(f"pruning_ratio must be in [0, 1), got {self.pruning_ratio}")
-        if self.mode not in ("channel", "unstructured"):
-            raise ValueError(f"mode must be 'channel' or 'unstructured', got {self.mode!r}")
+        for spec in fields(self):
+            check_value(spec, getattr(self, spec.name))
         if self.mode == "unstructured" and self.method not in MASK_METHODS:
             raise ValueError(
                 f"mode 'unstructured' needs a learned-mask method ({', '.join(MASK_METHODS)}), not "
                 f"{self.method!r}; lwm is per-layer magnitude pruning"
             )
-        if self.prune_rounds < 1:
-            raise ValueError(f"prune_rounds must be >= 1, got {self.prune_rounds}")
         if self.prune_rounds > 1 and (self.mode != "channel" or self.method in MASK_METHODS):
             raise ValueError(
                 f"prune_rounds > 1 needs channel mode and a criterion without learned masks, not "
                 f"method {self.method!r} in mode {self.mode!r} (HARP/HYDRA/LWM learn one removal)"
             )
-        if self.train not in ("adversarial", "certified"):
-            raise ValueError(f"train must be 'adversarial' or 'certified', got {self.train!r}")
-        for name in ("batch_size", "train_attack_steps", "val_attack_steps", "eval_attack_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("pretrain_epochs", "prune_epochs", "finetune_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_train", "max_eval", "model_width"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer or unset, got {getattr(self, name)}")
 
     @property
     def certify_methods(self) -> tuple[str, ...]:
@@ -100,31 +101,94 @@ class RunConfig:
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read, parsed, or holds something other than settings."""
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) mapping of RunConfig fields."""
+    """Read a YAML (.yaml/.yml) or TOML (.toml) mapping of RunConfig fields.
+
+    Keys may use ``-`` or ``_`` (``pruning-ratio`` = ``pruning_ratio``); a syntax error names
+    the file, line and column; an unknown key names the closest valid one.
+    """
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"config file {str(source)!r} does not exist")
     suffix = source.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(source.read_text()) or {}
-    elif suffix == ".toml":
-        data = tomllib.loads(source.read_text())
-    else:
-        raise ValueError(f"config file {str(source)!r}: use a .yaml, .yml or .toml file, not {suffix!r}")
+    if suffix not in (".yaml", ".yml", ".toml"):
+        raise ConfigFileError(f"config file {str(source)!r}: use a .yaml, .yml or .toml file, not {suffix!r}")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigFileError(f"config file {str(source)!r} is not UTF-8 text ({error.reason})") from error
+    data = _parse_yaml(source, text) if suffix in (".yaml", ".yml") else _parse_toml(source, text)
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(source)!r} must hold a mapping of settings, got {type(data).__name__}")
-    return data
+        raise ConfigFileError(f"config file {str(source)!r} must hold a mapping of settings, got {type(data).__name__}")
+    values = {str(key).replace("-", "_"): value for key, value in data.items()}
+    check_known(values, where=f" in {str(source)!r}")
+    return values
+
+
+def _parse_yaml(source: Path, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigFileError(f"{source}{where}: malformed YAML: {problem}") from error
+
+
+def _parse_toml(source: Path, text: str) -> Any:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        position = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+        if position:
+            message = message[: position.start()]
+            raise ConfigFileError(
+                f"{source}, line {position[1]}, column {position[2]}: malformed TOML: {message}"
+            ) from error
+        raise ConfigFileError(f"{source}: malformed TOML: {message}") from error
+
+
+def check_known(values: Mapping[str, Any], where: str = "") -> None:
+    """Reject keys that are not settings, suggesting the closest valid name for each."""
+    unknown = sorted(set(values) - set(FIELD_NAMES))
+    if not unknown:
+        return
+    hints, suggested = [], True
+    for key in unknown:
+        close = closest_setting(str(key))
+        hints.append(f"{key!r} (did you mean {close!r}?)" if close else repr(key))
+        suggested = suggested and close is not None
+    listing = "" if suggested else f"; valid settings: {', '.join(FIELD_NAMES)}"
+    raise ConfigFileError(f"unknown setting {', '.join(hints)}{where}{listing}")
+
+
+def closest_setting(key: str) -> str | None:
+    """The valid setting a misspelt ``key`` most likely meant (``epoch`` → ``pretrain_epochs``)."""
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.5)
+    contained = [name for name in FIELD_NAMES if key and (key in name or name in key)]
+    return (close or contained or [None])[0]
 
 
 def build_config(file_values: Mapping[str, Any] | None = None, **overrides: Any) -> RunConfig:
-    """Defaults, then the file's values, then explicit overrides (``None`` = not given)."""
+    """Defaults, then the file's values, then explicit overrides (``None`` = not given).
+
+    Every registry-backed name (dataset, model, method, losses, attacks, certifiers) is checked
+    here, so a misspelt name fails before any data is loaded.
+    """
     values = dict(file_values or {})
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - set(FIELD_NAMES))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; valid settings: {', '.join(FIELD_NAMES)}")
-    return RunConfig(**{name: _coerce(name, value) for name, value in values.items()})
+    check_known(values)
+    config = RunConfig(**{name: _coerce(name, value) for name, value in values.items()})
+    for spec in fields(config):
+        check_registered(spec, getattr(config, spec.name))
+    return config
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -142,9 +206,20 @@ def _coerce(name: str, value: Any) -> Any:
             return _to_bool(value)
         if kind in (int, float) and isinstance(value, bool):
             raise TypeError("a boolean is not a number")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("not a whole number")
         return kind(value)
     except (TypeError, ValueError) as error:
         raise ValueError(f"setting {name!r}: cannot use {value!r} as {getattr(kind, '__name__', kind)} ({error})") from error
+
+
+def parse_setting(name: str, value: Any) -> Any:
+    """One setting from text (a flag) or a file value: converted, range- and name-checked."""
+    spec = next(f for f in fields(RunConfig) if f.name == name)
+    converted = _coerce(name, value)
+    check_value(spec, converted)
+    check_registered(spec, converted)
+    return converted
 
 
 def _to_bool(value: Any) -> bool:

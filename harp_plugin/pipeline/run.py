@@ -26,6 +26,7 @@ from harp_plugin.schedulers.gamma import IncrementalGamma
 from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.config import RunConfig, resolve_device
 from harp_plugin.registry import get_registry
+from harp_plugin.reports.writers import check_writable
 from harp_plugin.robust.attacks import Attack, pgd
 from harp_plugin.robust.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from harp_plugin.robust.evaluation import EvaluationReport, evaluate
@@ -114,8 +115,8 @@ class _Session:
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     """Run every phase of ``config``; checkpoints and the report go to ``config.out_dir``."""
+    out_dir = check_writable(Path(config.out_dir))
     torch.manual_seed(config.seed)
-    out_dir = Path(config.out_dir)
     log(f"[1/5] data: {config.dataset}")
     start = time.perf_counter()
     session = _open_session(config)
@@ -177,7 +178,7 @@ def load_run_model(
     if which == "pruned":
         load_pruned(model, checkpoint, fold_masks=True)
     else:
-        load_model_state(model, load_checkpoint(checkpoint, map_location=device)["model"], str(checkpoint))
+        load_model_state(model, load_checkpoint(checkpoint, map_location=device).get("model"), repr(str(checkpoint)))
     return model, make_loaders(splits, config.batch_size, seed=config.seed)[2]
 
 

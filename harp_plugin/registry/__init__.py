@@ -15,6 +15,7 @@ from harp_plugin.registry.manager import (
     ENTRY_POINT_GROUP,
     ComponentRegistry,
     build_registry,
+    describe,
     get_registry,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "RegistryError",
     "UnknownComponentError",
     "build_registry",
+    "describe",
     "get_registry",
     "hookimpl",
     "hookspec",

@@ -1,7 +1,10 @@
 """The plugin manager: collects every plugin's components into one name -> factory table."""
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -65,6 +68,10 @@ class ComponentRegistry:
         """Build the component registered as ``name`` with ``kwargs``."""
         return self.get(kind, name)(**kwargs)
 
+    def description(self, kind: str, name: str) -> str:
+        """One line saying what ``name`` is: its :func:`describe` text, else its docstring's first sentence."""
+        return describe_factory(self.get(kind, name))
+
     def owner(self, kind: str, name: str) -> str:
         """Name of the plugin that registered ``name`` (useful in error reports)."""
         self.get(kind, name)
@@ -91,6 +98,29 @@ class ComponentRegistry:
                 f"unknown component kind {kind!r}; available: {', '.join(hookspecs.KINDS)}"
             )
         return self._tables[kind]
+
+
+def describe(factory: Callable[..., Any], text: str) -> Callable[..., Any]:
+    """Give a registered factory its one-line description (shown by ``harp-prune list``).
+
+    Anything but a plain function or ``partial`` (a class, a bound method) is wrapped in a
+    ``partial`` so that no shared object is modified; map the name to the returned object.
+    """
+    plain = isinstance(factory, (functools.partial, types.FunctionType))
+    wrapped = factory if plain else functools.partial(factory)
+    wrapped.harp_description = text  # type: ignore[attr-defined]
+    return wrapped
+
+
+def describe_factory(factory: Callable[..., Any]) -> str:
+    """The description given by :func:`describe`, else the docstring's first sentence, else ``""``."""
+    given = getattr(factory, "harp_description", None)
+    if given:
+        return str(given)
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    paragraph = " ".join((inspect.getdoc(factory) or "").strip().split("\n\n")[0].split())
+    return paragraph.split(". ")[0].rstrip(".") + "." if paragraph else ""
 
 
 def normalise_name(name: str) -> str:

@@ -24,6 +24,44 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
+class OutputFolderError(OSError):
+    """An output folder that cannot be created or written to."""
+
+
+def check_writable(folder: Path) -> Path:
+    """Fail before any work if ``folder`` cannot take files (read-only, a file, no space left)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"probe")
+            probe.flush()
+    except OSError as error:
+        raise OutputFolderError(
+            f"output folder {str(folder)!r} is not writable: {error.strerror or error}"
+        ) from error
+    return folder
+
+
+def write_certify_report(result, out_dir: Path, stem: str, subject: str) -> dict[str, Path]:
+    """``stem``.json (everything ``result`` measured) and ``stem``.md (the same as a table)."""
+    out_dir = Path(out_dir)
+    record = result.to_dict()
+    written = {"json": write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2))}
+    rows = [
+        ("bound method", f"{result.method} ({result.backend} backend)"),
+        ("eps (pixel units)", f"{result.eps:g}"),
+        ("test images", str(result.total)),
+        ("certified accuracy", f"{result.certified_accuracy:.2%}"),
+        ("clean accuracy", f"{result.clean_accuracy:.2%}"),
+        ("unstable ReLU fraction", f"{result.unstable_fraction:.2%}"),
+    ]
+    markdown = [f"# harp-prune certify: {subject}", "", "| quantity | value |", "|---|---|"]
+    markdown += [f"| {name} | {value} |" for name, value in rows]
+    written["markdown"] = write_text_atomic(out_dir / f"{stem}.md", "\n".join(markdown) + "\n")
+    return written
+
+
 def write_run_report(report, out_dir: Path) -> dict[str, Path]:
     """report.json (everything), report.md (the table and settings), comparison.png."""
     out_dir = Path(out_dir)

@@ -83,11 +83,13 @@ def _default_alpha(eps: float, steps: int, alpha: float | None) -> float:
 
 
 def fgsm(eps: float) -> Attack:
+    """FGSM: one signed-gradient step of size ε (fast, weak; a sanity check, not an evaluation)."""
     eps = check_eps(eps)
     return Attack("FGSM", eps, lambda m: torchattacks.FGSM(m, eps=eps))
 
 
 def pgd(eps: float, steps: int = 20, alpha: float | None = None, random_start: bool = True) -> Attack:
+    """PGD: ``steps`` signed-gradient steps from a random start, projected onto the ε-ball."""
     eps, steps = check_eps(eps), _check_steps(steps)
     step = _default_alpha(eps, steps, alpha)
     return Attack(
@@ -107,6 +109,7 @@ def trades_pgd(eps: float, steps: int = 10, alpha: float | None = None) -> Attac
 
 
 def apgd(eps: float, steps: int = 50, loss: str = "ce", seed: int = 0) -> Attack:
+    """APGD: PGD with an adaptive step size (Croce & Hein), cross-entropy or DLR loss."""
     eps, steps = check_eps(eps), _check_steps(steps)
     if loss not in ("ce", "dlr"):
         raise ValueError(f"apgd loss must be 'ce' or 'dlr', got {loss!r}")

@@ -6,9 +6,8 @@ structure record rebuilds any pruned architecture; these are the plain building 
 from __future__ import annotations
 
 import os
-import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -49,23 +48,34 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
     ``map_location`` is where the tensors go, normally the model's device: it is required
     because a checkpoint saved on a GPU must load on a machine without one, and vice versa.
+
+    Anything ``torch.load`` raises on a damaged file (a zip error, an unpickling error, or a
+    bare ``KeyError`` of a byte value for a file that is not a torch archive at all) becomes
+    :class:`CheckpointError` naming the path.
     """
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"checkpoint {str(source)!r} does not exist")
     try:
         payload = torch.load(source, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+    except Exception as error:
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(error).split())).split(". ")[0][:160]
         raise CheckpointError(
-            f"checkpoint {str(source)!r} is corrupt or truncated and cannot be loaded: {error}"
+            f"checkpoint {str(source)!r} is corrupt or not a harp-prune checkpoint "
+            f"({type(error).__name__}: {reason})"
         ) from error
     if not isinstance(payload, dict):
-        raise CheckpointError(f"checkpoint {str(source)!r} holds {type(payload).__name__}, not a dict")
+        raise CheckpointError(
+            f"checkpoint {str(source)!r} is corrupt or not a harp-prune checkpoint "
+            f"(it holds a {type(payload).__name__}, not a dict)"
+        )
     return payload
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load ``state`` into ``model`` of the same structure; a mismatch names the tensors."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source} is corrupt or not a harp-prune checkpoint (no model state in it)")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

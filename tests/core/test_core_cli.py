@@ -81,8 +81,10 @@ def test_certified_stability_run_then_certify_its_checkpoint(tmp_path: Path, cap
     assert report["pruned"]["parameters"] < report["dense"]["parameters"]
     assert (out / "finetune-round1.pt").is_file(), "the model was retrained between the two rounds"
 
-    assert main(["certify", "--run-dir", str(out), "--method", "ibp", "--no-progress"]) == 0
-    certified = json.loads((out / "certify-pruned-ibp.json").read_text())
+    assert main(["certify", "--run-dir", str(out), "--method", "ibp", "--no-progress", "--out", str(tmp_path / "cert")]) == 0
+    certified = json.loads((tmp_path / "cert" / "certify-pruned-ibp.json").read_text())
+    table = (tmp_path / "cert" / "certify-pruned-ibp.md").read_text()
+    assert f"| certified accuracy | {certified['certified_accuracy']:.2%} |" in table
     assert certified["certified_accuracy"] == pytest.approx(report["pruned"]["extras"]["certified accuracy (IBP)"])
     assert certified["total"] == 48
 

@@ -34,8 +34,9 @@ def test_files_are_read_and_flags_override_them(tmp_path: Path, suffix: str) -> 
         ({"pruning_ratio": -0.2}, r"pruning_ratio must be in \[0, 1\), got -0.2"),
         ({"eps": "wide"}, r"setting 'eps': cannot use 'wide' as float"),
         ({"progress": "maybe"}, r"setting 'progress': cannot use 'maybe' as bool"),
-        ({"epochs": 3}, r"unknown setting\(s\) \['epochs'\]; valid settings: dataset"),
-        ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+        ({"epochs": 3}, r"unknown setting 'epochs' \(did you mean 'prune_epochs'\?\)"),
+        ({"xyzzy": 3}, r"unknown setting 'xyzzy'; valid settings: dataset, data_dir"),
+        ({"batch_size": 0}, r"batch_size must be >= 1, got 0"),
     ],
 )
 def test_bad_values_name_the_setting(values: dict, message: str) -> None:

@@ -78,7 +78,7 @@ def test_duplicate_name_fails_naming_both_plugins() -> None:
 
     with pytest.raises(DuplicateComponentError, match=r"harp_plugin\.importance\.plugin.*'clash'"):
         registry.register(Clash(), name="clash")
-    assert registry.get("importances", "magnitude") is tp.importance.GroupMagnitudeImportance
+    assert isinstance(registry.create("importances", "magnitude"), tp.importance.GroupMagnitudeImportance)
 
 
 def test_entry_point_plugin_is_usable_by_name_from_python(installed_plugin: Path) -> None:
