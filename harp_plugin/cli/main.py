@@ -7,7 +7,7 @@ import warnings
 from typing import Any, Sequence
 
 from harp_plugin import __version__
-from harp_plugin.certify.backends import BACKENDS
+from harp_plugin.bounds.backends import BACKENDS
 from harp_plugin.cli import commands
 from harp_plugin.cli.flags import add_setting_flags, choices_help, registry_name, setting_type
 from harp_plugin.importance.errors import NotFittedError, TargetNotReachedError
