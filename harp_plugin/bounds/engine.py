@@ -12,6 +12,7 @@ from harp_plugin.bounds.graph import BoundGraph, build_graph
 from harp_plugin.bounds.methods.interval import interval_sweep
 from harp_plugin.bounds.operators import BoundOp, Interval
 from harp_plugin.bounds.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+from harp_plugin.models.shapes import shape_errors_named
 
 METHODS = ("ibp", "crown", "crown-ibp")
 """ibp: intervals; crown: CROWN everywhere; crown-ibp: IBP inside, CROWN for the output."""
@@ -77,7 +78,8 @@ def compute_bounds(
     method = check_method(method)
     box = input_box(x, eps, lower, upper)
     graph = build_graph(model, overrides)
-    node_bounds = interval_sweep(graph, box) if method != "crown" else crown_sweep(graph, box, intersect)
+    with shape_errors_named(model, x):
+        node_bounds = interval_sweep(graph, box) if method != "crown" else crown_sweep(graph, box, intersect)
     out_lower = node_bounds[-1][0]
     if out_lower.dim() != 2:
         raise ValueError(f"the model output must be (batch, classes), got shape {tuple(out_lower.shape)}")

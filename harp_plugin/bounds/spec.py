@@ -15,6 +15,8 @@ PIXEL_RANGE = (0.0, 1.0)
 def input_box(x: Tensor, eps: float, lower: float = PIXEL_RANGE[0], upper: float = PIXEL_RANGE[1]) -> Interval:
     """The L∞ ball of radius ``eps`` around ``x``, clipped to the valid range [lower, upper]."""
     eps = check_eps(eps)
+    if x.dim() < 2:
+        raise ValueError(f"input x must be a batch of shape (B, ...), got shape {tuple(x.shape)}")
     if not lower < upper:
         raise ValueError(f"valid input range needs lower < upper, got [{lower}, {upper}]")
     if not torch.isfinite(x).all():

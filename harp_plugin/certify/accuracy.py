@@ -15,6 +15,7 @@ from harp_plugin.bounds.spec import check_eps
 from harp_plugin.distributed import gather_objects, is_main, my_batches
 from harp_plugin.models.device import model_device
 from harp_plugin.models.modes import eval_mode
+from harp_plugin.models.shapes import shape_errors_named
 
 
 @dataclass
@@ -71,8 +72,9 @@ def certified_accuracy(
     with eval_mode(model), torch.no_grad():
         for x, y in tqdm(my_batches(loader), desc=f"certify {method} eps={eps:g}", disable=not (progress and is_main())):
             x, y = x.to(device), y.to(device)
-            bounds = bounds or bound_function(model, x, method, resolved, lower, upper)
-            result = bounds(x, eps, y)
+            with shape_errors_named(model, x):
+                bounds = bounds or bound_function(model, x, method, resolved, lower, upper)
+                result = bounds(x, eps, y)
             counts["certified"] += int(result.certified().sum())
             counts["correct"] += int((model(x).argmax(1) == y).sum())
             counts["total"] += y.numel()
@@ -81,9 +83,11 @@ def certified_accuracy(
                 neurons[name] += low.numel()
     counts, unstable, neurons = (sum(shares, Counter()) for shares in zip(*gather_objects((counts, unstable, neurons))))
     total = counts["total"]
+    if total == 0:
+        raise ValueError("certified_accuracy got an empty data loader (it yields no batch)")
     return CertifiedAccuracy(
-        certified_accuracy=counts["certified"] / total if total else 0.0,
-        clean_accuracy=counts["correct"] / total if total else 0.0,
+        certified_accuracy=counts["certified"] / total,
+        clean_accuracy=counts["correct"] / total,
         certified=counts["certified"], correct=counts["correct"], total=total,
         eps=eps, method=method.lower(), backend=resolved,
         unstable_relus=dict(unstable), relu_neurons=dict(neurons),

@@ -44,6 +44,14 @@ class HarpImportance(tp.importance.Importance):
         alpha: float = 0.1,
         gamma: IncrementalGamma | None = None,
     ) -> None:
+        if method not in ("harp", "hydra", "lwm"):
+            raise ValueError(f"HarpImportance method must be 'harp', 'hydra' or 'lwm', got {method!r}")
+        if not 0 < target_kept <= 1:
+            raise ValueError(f"target_kept (the kept fraction, 1 - pruning ratio) must be in (0, 1], got {target_kept}")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha (the floor a_min = alpha * target_kept) must be in (0, 1], got {alpha}")
+        if kept_init is not None and not 0 < kept_init <= 1:
+            raise ValueError(f"kept_init must be in (0, 1], got {kept_init}")
         self.target_kept = target_kept
         self.method = method
         self.kept_init = kept_init
@@ -80,7 +88,10 @@ class HarpImportance(tp.importance.Importance):
         if example_inputs is None:
             if train_loader is None:
                 raise ValueError("fit needs example_inputs or a train_loader to take them from")
-            example_inputs = next(iter(train_loader))[0][:1]
+            first = next(iter(train_loader), None)
+            if first is None:
+                raise ValueError("HarpImportance.fit got an empty train_loader (it yields no batch)")
+            example_inputs = first[0][:1]
         example_inputs = example_inputs.to(model_device(model))
         masks = attach_masks(
             model, self.target_kept, mode="channel", method=self.method, kept_init=self.kept_init,

@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 
 from harp_plugin.masking.errors import MaskingError, UnsupportedLayerError
 from harp_plugin.models.modes import eval_mode
+from harp_plugin.models.shapes import locate_shape_error
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 # Weight layers HARP would silently leave dense: refuse them unless ignored explicitly.
@@ -116,9 +117,10 @@ def run_example(model: nn.Module, example_inputs: torch.Tensor) -> torch.Tensor:
     try:
         return model(example_inputs)
     except (RuntimeError, ValueError) as error:
+        where = locate_shape_error(model, example_inputs) if isinstance(error, RuntimeError) else None
         raise MaskingError(
             f"example_inputs of shape {tuple(example_inputs.shape)} do not fit "
-            f"{type(model).__name__}: {error}"
+            f"{type(model).__name__}: {where or error}"
         ) from error
 
 

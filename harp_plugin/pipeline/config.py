@@ -135,10 +135,20 @@ def _parse_yaml(source: Path, text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigFileError(f"{source}{where}: malformed YAML: {problem}") from error
+        raise ConfigFileError(
+            f"{source}{_at(getattr(error, 'problem_mark', None))}: malformed YAML: {problem}{_context(error)}"
+        ) from error
+
+
+def _at(mark: Any) -> str:
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _context(error: Any) -> str:
+    """YAML's "while parsing a flow sequence" and where that started, when it says."""
+    context, mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    return f" ({context}{_at(mark).replace(',', ' at', 1)})" if context else ""
 
 
 def _parse_toml(source: Path, text: str) -> Any:

@@ -27,6 +27,7 @@ from harp_plugin.distributed import (
     world_size,
 )
 from harp_plugin.models.device import model_device
+from harp_plugin.models.shapes import shape_errors_named
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.checkpoint import (
     CheckpointError,
@@ -133,7 +134,8 @@ def fit(
             hooks.on_batch_start(model, index, batches)
             if isinstance(loss, ProgressAwareLoss):
                 loss.set_progress(epoch, index, batches)
-            value = loss(model, inputs, labels)
+            with shape_errors_named(model, inputs):
+                value = loss(model, inputs, labels)
             extra = hooks.regulariser(model)
             total = value + extra if extra is not None else value
             if not torch.isfinite(total):
