@@ -4,10 +4,11 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
-# auto_LiRPA is not on PyPI in a version that imports on torch 2.x; where a wheel folder is
-# beside the checkout (CI and the developers' machines), the test environment gets it so the
-# auto_LiRPA backend is tested for real. Without it those tests skip with the install hint.
-LIRPA_WHEELS ?= ../shared/wheels
+# auto_LiRPA is not on PyPI in a version that imports on torch 2.x. Point LIRPA_WHEELS at a
+# folder holding an auto_lirpa-*.whl (`make test LIRPA_WHEELS=DIR`, or set it in the
+# environment, as CI does) and the test environment gets it, so the auto_LiRPA backend is
+# tested for real. Without it those tests skip with the install hint.
+LIRPA_WHEELS ?=
 
 .PHONY: install run test
 
