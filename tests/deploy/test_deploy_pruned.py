@@ -167,13 +167,13 @@ def test_truncated_foreign_and_record_less_files_are_clear_errors(tmp_path: Path
     model = small_cnn(width=8)
     before = _unchanged(model)
     path.write_bytes(path.read_bytes()[:2000])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="pruned.pt. is corrupt or not a harp-prune checkpoint"):
         load_pruned(model, path)
     save_checkpoint({"model": small_cnn(width=8).state_dict()}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="no structure record.*plain state dict"):
         load_pruned(model, tmp_path / "plain.pt")
     (tmp_path / "foreign.pt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="foreign.pt. is corrupt or not a harp-prune checkpoint"):
         load_pruned(model, tmp_path / "foreign.pt")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
