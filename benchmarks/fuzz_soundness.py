@@ -1,9 +1,10 @@
 """Soundness fuzz of the bound engine: random networks, random balls, sampled points.
 
 "Certified" must mean sound: every point of the ε-ball (clipped to [0, 1]) gives outputs
-inside the bounds. This script draws random architectures (MLPs, CNNs, residual networks,
-networks with functional operations in a custom ``forward``, channel-pruned networks and
-networks with HARP/HYDRA masks), random weights and BatchNorm statistics, random centres and
+inside the bounds. This script draws random architectures (MLPs, CNNs with
+strided, dilated and grouped convolutions, BatchNorm and pooling, residual networks, networks
+with functional operations in a custom ``forward``, channel-pruned networks, networks with
+HARP/HYDRA or ``torch.nn.utils.prune`` masks), random weights and BatchNorm statistics, random centres and
 radii, then checks sampled points against the IBP, CROWN-IBP and CROWN bounds of
 ``harp_plugin.compute_bounds``, both for the outputs themselves and for the margin
 specification f_y − f_j. Points are box corners, uniform samples and PGD-pushed points (a few
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
+from torch.nn.utils import prune
 
 from harp_plugin import compute_bounds
 from harp_plugin.bounds import Residual, UnsupportedLayerError
@@ -103,16 +105,22 @@ def random_architecture(family: str, rng: random.Random) -> tuple[nn.Module, tup
     for _ in range(rng.randint(1, 3)):
         out = rng.choice([2, 4, 8])
         kernel, stride = rng.choice([(1, 1), (3, 1), (3, 2)])
-        padding = kernel // 2 if rng.random() < 0.7 else 0
-        if (side + 2 * padding - kernel) // stride + 1 < 1:
+        dilation = 2 if kernel == 3 and rng.random() < 0.2 else 1
+        padding = dilation * (kernel // 2) if rng.random() < 0.7 else 0
+        groups = 2 if width % 2 == 0 and out % 2 == 0 and rng.random() < 0.3 else 1
+        reach = dilation * (kernel - 1) + 1
+        if (side + 2 * padding - reach) // stride + 1 < 1:
             break
-        layers += [nn.Conv2d(width, out, kernel, stride=stride, padding=padding)]
+        layers += [nn.Conv2d(width, out, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)]
         layers += [nn.BatchNorm2d(out)] if rng.random() < 0.5 else []
         layers += [nn.ReLU()]
-        width, side = out, (side + 2 * padding - kernel) // stride + 1
+        width, side = out, (side + 2 * padding - reach) // stride + 1
         if side >= 2 and side % 2 == 0 and rng.random() < 0.3:
             layers.append(nn.AvgPool2d(2))
             side //= 2
+    if rng.random() < 0.25:
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        side = 1
     hidden = rng.choice([8, 16])
     layers += [nn.Flatten(), nn.Linear(width * side * side, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
     return nn.Sequential(*layers), shape
@@ -134,13 +142,18 @@ def randomise(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def transform(family: str, model: nn.Module, shape: tuple[int, ...], rng: random.Random) -> nn.Module:
-    """Prune channels (Torch-Pruning) or attach HARP/HYDRA masks with random scores."""
+    """Prune channels (Torch-Pruning), or mask weights: HARP/HYDRA masks with random scores, or
+``torch.nn.utils.prune`` masks."""
     example = torch.rand(1, *shape)
     if family == "pruned":
         classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         pruner = tp.MetaPruner(model, example, importance=tp.importance.RandomImportance(),
                                pruning_ratio=rng.uniform(0.2, 0.6), ignored_layers=[classifier])
         pruner.step()
+    elif family == "masked" and rng.random() < 0.3:  # PyTorch's own pruning masks
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                prune.random_unstructured(module, "weight", amount=rng.uniform(0.2, 0.8))
     elif family == "masked":
         masks = attach_masks(model, rng.uniform(0.2, 0.8), method=rng.choice(["harp", "hydra"]))
         with torch.no_grad():

@@ -8,9 +8,8 @@ and the ``harp-prune`` command line (one line on stderr, non-zero exit).
 from __future__ import annotations
 
 import hashlib
-import re
 import json
-import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
