@@ -11,6 +11,7 @@ from harp_plugin.bounds.methods.crown import backward_lower_bound, crown_sweep
 from harp_plugin.bounds.graph import BoundGraph, build_graph
 from harp_plugin.bounds.methods.interval import interval_sweep
 from harp_plugin.bounds.operators import BoundOp, Interval
+from harp_plugin.bounds.precision import in_exact_float32
 from harp_plugin.bounds.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
 from harp_plugin.models.shapes import shape_errors_named
 
@@ -55,6 +56,7 @@ def check_method(method: str) -> str:
     return key
 
 
+@in_exact_float32
 def compute_bounds(
     model: nn.Module,
     x: Tensor,

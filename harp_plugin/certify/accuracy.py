@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from harp_plugin.bounds.backends import bound_function, resolve_backend
 from harp_plugin.bounds.engine import unstable_mask
+from harp_plugin.bounds.precision import exact_float32
 from harp_plugin.bounds.spec import check_eps
 from harp_plugin.distributed import gather_objects, is_main, my_batches
 from harp_plugin.models.device import model_device
@@ -69,7 +70,7 @@ def certified_accuracy(
     device = model_device(model, device)
     counts, unstable, neurons = Counter(), Counter(), Counter()
     bounds = None
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), exact_float32():
         for x, y in tqdm(my_batches(loader), desc=f"certify {method} eps={eps:g}", disable=not (progress and is_main())):
             x, y = x.to(device), y.to(device)
             with shape_errors_named(model, x):

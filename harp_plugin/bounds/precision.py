@@ -1,0 +1,40 @@
+"""Bounds are computed in true float32: no TensorFloat-32 on GPUs.
+
+On Ampere and later GPUs PyTorch runs float32 convolutions in TF32 by default (a 10-bit
+mantissa, ~1e-3 relative error), which can move a bound past a value the network really
+takes: a certificate would then not hold for every point of the ball in floating point.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, Iterator, TypeVar
+
+import torch
+
+Result = TypeVar("Result")
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls for the duration (flags restored)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    matmul_tf32 = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            yield
+    finally:
+        matmul.allow_tf32 = matmul_tf32
+
+
+def in_exact_float32(function: Callable[..., Result]) -> Callable[..., Result]:
+    """Decorator form of :func:`exact_float32`."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> Result:
+        with exact_float32():
+            return function(*args, **kwargs)
+
+    return wrapper
