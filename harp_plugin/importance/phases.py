@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import torch
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from harp_plugin.importance.errors import TargetNotReachedError
 from harp_plugin.masking import LayerSparsity, MaskSet, attach_masks, sparsity_report
 from harp_plugin.masking.hooks import MaskTrainingHooks
+from harp_plugin.masking.projection import check_feasible, project_onto_budget
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.losses import TrainingLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult, fit
@@ -44,6 +45,11 @@ def only_trainable(model: nn.Module, trainable: Iterable[nn.Parameter]) -> Itera
             p.requires_grad_(True)
 
 
+def settle_epochs(epochs: int) -> int:
+    """HARP's last epochs train scores under the projected rates: a quarter, at least one of two or more."""
+    return 0 if epochs < 2 else max(1, epochs // 4)
+
+
 def train_masks(
     model: nn.Module,
     masks: MaskSet,
@@ -53,14 +59,19 @@ def train_masks(
     config: TrainConfig | None,
     *,
     gamma: IncrementalGamma | None = None,
+    budget: float | None = None,
     val_attack: Attack | None = None,
     progress: bool = False,
     strict: bool = True,
 ) -> TrainResult:
     """The prune phase: scores (+ HARP rates) and BN trained, θ frozen; masks frozen after.
 
-    LWM trains nothing. HARP defaults to γ₀ = 0.01 stepped per epoch. With ``strict`` a
-    target never reached raises :class:`TargetNotReachedError`, otherwise it warns.
+    HARP (γ₀ = 0.01 stepped per epoch by default) learns rates for the first epochs, then its
+    rates are projected onto the budget (``budget`` as a share of the dense cost, default
+    what uniform masks at a_t keep) and the last :func:`settle_epochs` epochs train the
+    scores under the projected counts, so the run ends on its budget whatever γ did. Only
+    an infeasible budget raises :class:`TargetNotReachedError`. HYDRA trains scores at a_t;
+    LWM trains nothing. A HYDRA target never reached raises with ``strict``, else warns.
     """
     if masks.method == "lwm":
         masks.freeze()
@@ -69,26 +80,54 @@ def train_masks(
                               ("config", config)) if v is None]
     if missing:
         raise ValueError(f"training {masks.method} masks needs {', '.join(missing)}")
-    if masks.method == "harp" and gamma is None:
-        gamma = IncrementalGamma()
+    harp = masks.method == "harp"
+    if harp:
+        masks.budget = budget
+        check_feasible(masks, masks.budget_fraction())
+        gamma = IncrementalGamma() if gamma is None else gamma
+    settle = settle_epochs(config.epochs) if harp else 0
     trainable = masks.score_parameters() + batchnorm_parameters(model)
-    hooks = MaskTrainingHooks(masks, gamma if masks.method == "harp" else None)
+    common = dict(val_attack=val_attack, progress=progress)
     with only_trainable(model, trainable):
-        result = fit(model, loss, train_loader, val_loader, config, val_attack=val_attack,
-                     parameters=trainable, hooks=hooks, progress=progress, description=f"{masks.method} prune")
-    if not result.selected:
+        result = fit(model, loss, train_loader, val_loader, replace(config, epochs=config.epochs - settle),
+                     parameters=trainable, hooks=MaskTrainingHooks(masks, gamma if harp else None),
+                     description=f"{masks.method} prune", **common)
+        if harp:
+            result = _project_and_settle(model, masks, loss, train_loader, val_loader, config, settle, result, common)
+    if not harp and not result.selected:
         _report_unreached(masks, config, strict)
     masks.freeze()
     return result
+
+
+def _project_and_settle(
+    model: nn.Module, masks: MaskSet, loss: TrainingLoss, train_loader: DataLoader, val_loader: DataLoader,
+    config: TrainConfig, settle: int, learned: TrainResult, common: dict,
+) -> TrainResult:
+    """Project the learned rates onto the budget, then train the scores under them."""
+    masks.projection = project_onto_budget(masks)
+    if learned.history:
+        learned.history[-1].extras["arrival_error"] = masks.projection.arrival_error
+    if settle == 0:
+        last = len(learned.history) - 1 if learned.history else None
+        return TrainResult(learned.history, learned.best_epoch if learned.selected else last, learned.best_score)
+    trainable = masks.score_parameters() + batchnorm_parameters(model)
+    settled = fit(model, loss, train_loader, val_loader, replace(config, epochs=settle), parameters=trainable,
+                  hooks=MaskTrainingHooks(masks), description="harp prune (projected rates)", **common)
+    offset = len(learned.history)
+    for record in settled.history:
+        record.epoch += offset
+    best = None if settled.best_epoch is None else settled.best_epoch + offset
+    return TrainResult(learned.history + settled.history, best, settled.best_score)
 
 
 def _report_unreached(masks: MaskSet, config: TrainConfig, strict: bool) -> None:
     with torch.no_grad():
         overshoot = float(masks.compression_loss())
     message = (
-        f"{masks.method} never reached the target kept fraction {masks.target_kept} in {config.epochs} "
+        f"{masks.method} never reached the target kept fraction {masks.target_kept:.4g} in {config.epochs} "
         f"epochs: L_c = {overshoot:.4f}, the masks keep {masks.kept_cost_fraction():.4f} of the dense "
-        f"{masks.costs.unit}; train longer, raise gamma0 or step gamma more often (period < 1)"
+        f"{masks.costs.unit} (budget {masks.budget_fraction():.4f})"
     )
     if strict:
         raise TargetNotReachedError(message)

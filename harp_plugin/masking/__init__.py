@@ -10,10 +10,11 @@ Typical use::
     remove_masks(masks, how="prune")         # or "zero" / "dense"
 """
 from harp_plugin.masking.cost import CostModel, LayerCost
-from harp_plugin.masking.errors import MaskingError, UnsupportedLayerError
+from harp_plugin.masking.errors import MaskingError, TargetNotReachedError, UnsupportedLayerError
 from harp_plugin.masking.export import LayerSparsity, format_report, full_masks, remove_masks, sparsity_report
 from harp_plugin.masking.mask_set import METHODS, MODES, MaskSet, attach_masks, default_kept_init
 from harp_plugin.masking.parametrization import FixedRateScoreMask, LearnedRateScoreMask, ScoreMask
+from harp_plugin.masking.projection import Projection, project_onto_budget
 
 __all__ = [
     "METHODS",
@@ -25,11 +26,14 @@ __all__ = [
     "LearnedRateScoreMask",
     "MaskSet",
     "MaskingError",
+    "Projection",
     "ScoreMask",
+    "TargetNotReachedError",
     "UnsupportedLayerError",
     "attach_masks",
     "default_kept_init",
     "format_report",
+    "project_onto_budget",
     "full_masks",
     "remove_masks",
     "sparsity_report",

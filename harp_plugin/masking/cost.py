@@ -1,45 +1,54 @@
 """The compression loss L_c (methods.md §1): parameters per weight, FLOPs per channel.
 
-A layer's cost is its dense cost times its own kept fraction and, counting FLOPs, times the
-kept fraction of its input channels, i.e. the kept output channels of its producers (the
-largest one where a residual sum merges several). Producers come from Torch-Pruning's
-dependency graph and dense FLOPs from a traced forward pass: no hard-coded tables.
+A layer's cost is its dense cost times the kept share of its outputs and, counting FLOPs,
+times the kept share of its inputs. Both shares come from the masks that decide on them:
+in channel mode these are Torch-Pruning groups, so a residual stream, a concatenation or a
+depthwise conv is counted exactly as the pruned network will have it (a concatenated input
+takes each part's share in proportion to its width). Dense FLOPs come from a traced
+forward pass: no hard-coded tables.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from harp_plugin.masking.layers import LayerTrace, untouched
+from harp_plugin.masking.layers import LayerTrace
+
+Terms = tuple[tuple[str, float], ...]  # (mask name, share of the layer's channels it decides on)
 
 
 @dataclass(frozen=True)
 class LayerCost:
-    """Dense cost of one layer and the layers whose kept outputs are its inputs."""
+    """Dense cost of one layer and which masks decide on its outputs and inputs."""
 
     dense: float
-    producers: tuple[str, ...] = ()
+    outputs: Terms = ()
+    inputs: Terms = ()
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """Cost of a network as a function of its per-layer kept fractions."""
+    """Cost of a network as a function of its masks' kept fractions."""
 
     layers: Mapping[str, LayerCost]
     unit: str  # "parameters" or "FLOPs"
 
     def cost(self, kept: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
-        """Σ_l dense_l · a_l · max_p a_p; a layer absent from ``kept`` keeps everything."""
+        """Σ_l dense_l · share_out(a) · share_in(a); a mask absent from ``kept`` keeps everything."""
         total = torch.zeros((), dtype=torch.float64)
-        for name, layer in self.layers.items():
-            own = _as_tensor(kept.get(name, 1.0))
-            inputs = [_as_tensor(kept.get(p, 1.0)) for p in layer.producers]
-            fraction = own * torch.stack(inputs).max() if inputs else own
-            total = total + layer.dense * fraction.to(torch.float64)
+        for layer in self.layers.values():
+            fraction = _share(layer.outputs, kept) * _share(layer.inputs, kept)
+            total = total + layer.dense * fraction
+        return total
+
+    def cost_value(self, kept: Mapping[str, float]) -> float:
+        """:meth:`cost` in plain Python floats: cheap enough to evaluate thousands of times."""
+        total = 0.0
+        for layer in self.layers.values():
+            total += layer.dense * _share_value(layer.outputs, kept) * _share_value(layer.inputs, kept)
         return total
 
     def compression_loss(self, kept: Mapping[str, torch.Tensor], target_kept: float) -> torch.Tensor:
@@ -47,46 +56,60 @@ class CostModel:
         budget = self.cost({name: target_kept for name in kept})
         return torch.relu(self.cost(kept) / budget - 1.0).to(torch.get_default_dtype())
 
+    def fixed_layers(self) -> list[str]:
+        """Layers no mask decides on (ignored layers): their cost is out of HARP's reach."""
+        return [name for name, layer in self.layers.items() if not layer.outputs and not layer.inputs]
 
-def _as_tensor(value: torch.Tensor | float) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+
+def _share(terms: Terms, kept: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
+    """Σ share·a over the terms, plus the share no mask decides on (kept whole)."""
+    total = torch.tensor(1.0 - sum(share for _, share in terms), dtype=torch.float64)
+    for name, share in terms:
+        value = kept.get(name, 1.0)
+        value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        total = total + share * value.to(torch.float64)
+    return total
+
+
+def _share_value(terms: Terms, kept: Mapping[str, float]) -> float:
+    return 1.0 + sum(share * (kept.get(name, 1.0) - 1.0) for name, share in terms)
 
 
 def parameter_costs(layers: Mapping[str, nn.Module]) -> CostModel:
-    """Fine-grained mode: a layer costs its number of weights n_l."""
-    return CostModel({name: LayerCost(float(m.weight.numel())) for name, m in layers.items()}, "parameters")
+    """Fine-grained mode: a layer costs its number of weights n_l, all decided by its own mask."""
+    return CostModel(
+        {name: LayerCost(float(m.weight.numel()), outputs=((name, 1.0),)) for name, m in layers.items()},
+        "parameters",
+    )
 
 
-def flop_costs(
-    model: nn.Module, example_inputs: torch.Tensor, traces: Mapping[str, LayerTrace]
-) -> CostModel:
-    """Channel mode: MACs of every executed Conv2d/Linear, coupled to its producers."""
-    with untouched(model):
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-    modules = dict(model.named_modules())
-    names = {modules[name]: name for name in traces}
-    costs: dict[str, LayerCost] = {}
+def flop_costs(modules: Mapping[str, nn.Module], traces: Mapping[str, LayerTrace], groups: Iterable) -> CostModel:
+    """Channel mode: MACs of every executed Conv/Linear/attention layer under the group masks.
+
+    A depthwise conv's inputs are its outputs (one group), so only the output share counts.
+    """
+    outputs: dict[nn.Module, list[tuple[str, float]]] = {}
+    inputs: dict[nn.Module, list[tuple[str, float]]] = {}
+    for group in groups:
+        for module, idxs, _ in group.outputs:
+            outputs.setdefault(module, []).append((group.name, len(idxs) / _width(module, "out")))
+        for module, idxs in group.inputs:
+            inputs.setdefault(module, []).append((group.name, len(idxs) / _width(module, "in")))
+    costs = {}
     for name, trace in traces.items():
-        layer = modules[name]
-        grouped = isinstance(layer, nn.Conv2d) and layer.groups > 1
-        producers = () if grouped else _producers(graph, layer, names)
-        costs[name] = LayerCost(trace.dense_flops, producers)
+        module = modules[name]
+        depthwise = isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
+        costs[name] = LayerCost(
+            trace.dense_flops,
+            tuple(outputs.get(module, ())),
+            () if depthwise and module.groups > 1 else tuple(inputs.get(module, ())),
+        )
     return CostModel(costs, "FLOPs")
 
 
-def _producers(graph: tp.DependencyGraph, layer: nn.Module, names: Mapping[nn.Module, str]) -> tuple[str, ...]:
-    """Layers whose output channels are ``layer``'s input channels (several across a residual sum).
-
-    A grouped conv's input channels are tied to its own outputs, so its cost follows its
-    own kept fraction only (counted without producers by the caller).
-    """
-    handler = graph.get_pruner_of_module(layer).prune_in_channels
-    group = graph.get_pruning_group(layer, handler, idxs=[0])
-    found = {
-        names[dep.target.module]
-        for dep, _ in group
-        if dep.target.module is not layer
-        and dep.target.module in names
-        and graph.is_out_channel_pruning_fn(dep.handler)
-    }
-    return tuple(sorted(found))
+def _width(module: nn.Module, side: str) -> int:
+    if isinstance(module, nn.MultiheadAttention):
+        return module.embed_dim
+    if isinstance(module, nn.Linear):
+        return module.out_features if side == "out" else module.in_features
+    return module.out_channels if side == "out" else module.in_channels

@@ -8,3 +8,7 @@ class MaskingError(ValueError):
 
 class UnsupportedLayerError(MaskingError):
     """A weight-carrying layer type HARP cannot mask; the message names the layer."""
+
+
+class TargetNotReachedError(RuntimeError):
+    """A budget no mask setting can meet: the layers HARP cannot prune already exceed it."""

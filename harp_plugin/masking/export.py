@@ -7,7 +7,6 @@ from typing import Literal
 import torch
 from torch.nn.utils import parametrize, prune
 
-from harp_plugin.masking.layers import PRUNABLE_TYPES
 from harp_plugin.masking.mask_set import MaskSet
 from harp_plugin.masking.ste import expand_mask
 
@@ -35,8 +34,7 @@ def sparsity_report(mask_set: MaskSet) -> list[LayerSparsity]:
     """Per-layer kept units as the masks stand now, with the (learned) kept fraction a."""
     rows = []
     for name, mask in mask_set.masks().items():
-        layer_type = next(t for t in PRUNABLE_TYPES if isinstance(mask_set.layers[name], t))
-        kind = f"{layer_type.__name__}/{'channel' if mask.per_channel else 'weight'}"
+        kind = f"{type(mask_set.layers[name]).__name__}/{'group' if mask_set.mode == 'channel' else 'weight'}"
         rows.append(
             LayerSparsity(name, kind, mask.mask.numel(), int(mask.mask.sum()), mask.kept_fraction_value())
         )
@@ -57,28 +55,56 @@ def format_report(rows: list[LayerSparsity]) -> str:
 
 
 def full_masks(mask_set: MaskSet) -> dict[str, torch.Tensor]:
-    """Each layer's mask at the weight's full shape (channel masks broadcast)."""
+    """Each layer's mask at the weight's full shape (fine-grained); each group's channel mask."""
     masks = {}
     for name, mask in mask_set.masks().items():
+        if mask_set.mode == "channel":
+            masks[name] = mask.mask.detach().clone()
+            continue
         weight = mask_set.layers[name].parametrizations.weight.original
         masks[name] = expand_mask(mask.mask, weight).expand_as(weight).detach().clone()
     return masks
 
 
+def tensor_masks(mask_set: MaskSet) -> dict[tuple[str, str], torch.Tensor]:
+    """The full-shape 0/1 mask of every masked tensor, by (module name, tensor name).
+
+    Fine-grained: each layer's weight. Channel mode: every parameter a group gate multiplies
+    (several gates on one tensor multiply), which is how a saved model carries the masks.
+    """
+    names = {module: name for name, module in mask_set.model.named_modules()}
+    if mask_set.mode != "channel":
+        return {(name, "weight"): mask for name, mask in full_masks(mask_set).items()}
+    found = {}
+    with torch.no_grad():
+        for module, tensor_name in dict.fromkeys(mask_set.gates):
+            stack = module.parametrizations[tensor_name]
+            mask = torch.ones_like(stack.original)
+            for gate in stack:
+                mask = gate(mask)
+            found[(names[module], tensor_name)] = mask
+    return found
+
+
 def remove_masks(mask_set: MaskSet, how: Literal["dense", "zero", "prune"] = "zero") -> dict[str, torch.Tensor]:
-    """Drop the parametrizations; returns the full-shape masks.
+    """Drop the parametrizations; returns :func:`full_masks`.
 
     ``zero``: weights become θ ⊙ M (plain tensors, zeros where pruned). ``prune``: θ ⊙ M
     carried as ``torch.nn.utils.prune`` masks (``weight_orig`` + ``weight_mask``), so
-    fine-tuning with plain PyTorch keeps pruned weights at zero. ``dense``: back to θ
-    (Torch-Pruning then removes channels physically).
+    fine-tuning with plain PyTorch keeps pruned weights at zero (fine-grained only).
+    ``dense``: back to θ (Torch-Pruning then removes channels physically).
     """
     if how not in ("dense", "zero", "prune"):
         raise ValueError(f"how must be 'dense', 'zero' or 'prune', got {how!r}")
+    if how == "prune" and mask_set.mode == "channel":
+        raise ValueError("how='prune' carries fine-grained masks; remove channel masks with 'dense' or 'zero'")
     masks = full_masks(mask_set)
-    for gate in mask_set.gates:
-        gate.remove()
-    mask_set.gates.clear()
+    if mask_set.mode == "channel":
+        for module, name in dict.fromkeys(mask_set.gates):
+            if parametrize.is_parametrized(module, name):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=how == "zero")
+        mask_set.gates.clear()
+        return masks
     for name, layer in mask_set.layers.items():
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
         if how == "zero":
@@ -87,4 +113,3 @@ def remove_masks(mask_set: MaskSet, how: Literal["dense", "zero", "prune"] = "ze
         elif how == "prune":
             prune.custom_from_mask(layer, "weight", masks[name])
     return masks
-

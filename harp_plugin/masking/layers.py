@@ -55,14 +55,19 @@ class LayerTrace:
 
 
 def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, LayerTrace]:
-    """Run one forward pass; record each executed Conv2d/Linear's order, dense MACs and BN."""
+    """Run one forward pass; record each executed Conv/Linear/attention layer's order, dense
+    MACs (an attention block: its input and output projections) and the BN right after it."""
     traces: dict[str, LayerTrace] = {}
     outputs: dict[int, tuple[str, torch.Tensor]] = {}  # the tensor is kept so its id stays unique
     batch = example_inputs.shape[0] if example_inputs.dim() > 0 else 1
 
     def record(name: str):
         def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            macs = output.numel() / batch * module.weight[0].numel()
+            if isinstance(module, nn.MultiheadAttention):
+                tokens = output[0].numel() / batch / module.embed_dim
+                macs = tokens * sum(p.numel() for n, p in module.named_parameters() if n.endswith("weight"))
+            else:
+                macs = output.numel() / batch * module.weight[0].numel()
             traces.setdefault(name, LayerTrace(len(traces), float(macs)))
             outputs[id(output)] = (name, output)
         return hook
@@ -77,7 +82,7 @@ def trace_layers(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, La
     handles = [
         module.register_forward_hook(record(name))
         for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES)
+        if isinstance(module, (*PRUNABLE_TYPES, nn.MultiheadAttention))
     ] + [
         module.register_forward_pre_hook(record_norm(name))
         for name, module in model.named_modules()

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harp_plugin.masking.ste import MaskedWeight
-from harp_plugin.masking.topk import topk_mask
+from harp_plugin.masking.ste import MaskedWeight, MaskSTE
+from harp_plugin.masking.topk import kept_count, topk_mask
 
 
 class ScoreMask(nn.Module):
@@ -21,25 +21,38 @@ class ScoreMask(nn.Module):
     The mask is recomputed only when s or a changed since the last computation (an
     optimiser step bumps their version counters), so every attack step inside one
     optimiser step reuses the same mask. Once frozen, the mask never changes again.
+    After :meth:`fix_count` (HARP's projection onto the budget) the mask keeps exactly that
+    many entries and only the scores still learn which ones.
 
-    ``gated`` (channel mode): the mask acts in :meth:`gate`, on the channel's output, and the
-    weight stays θ, so a pruned channel's pre-gate output is what switching it back on gives.
+    Fine-grained mode registers the mask as the weight's parametrization (``forward``);
+    channel mode hands :meth:`current` to the gates of a Torch-Pruning group.
     """
 
     def __init__(self, scores: torch.Tensor, learn_scores: bool) -> None:
         super().__init__()
         self.scores = nn.Parameter(scores.detach().clone(), requires_grad=learn_scores)
+        self.fixed_count: int | None = None
+        self.count_step = 1  # counts are multiples of it (attention: whole heads' worth of dims)
         self.frozen = False
-        self.gated = False
         self._seen: tuple[int, ...] | None = None
 
     @property
     def per_channel(self) -> bool:
         return self.scores.dim() == 1
 
+    @property
+    def units(self) -> int:
+        """How many entries (weights or channels) the mask decides on."""
+        return self.scores.numel()
+
     def kept_fraction(self) -> torch.Tensor:
         """The layer's kept fraction a as a scalar tensor (differentiable where learned)."""
         raise NotImplementedError
+
+    def count_for(self, kept_fraction: float) -> int:
+        """Entries kept at fraction a: k = n − int((1 − a)·n), rounded up to a multiple of ``count_step``."""
+        count = kept_count(self.units, kept_fraction)
+        return min(self.units, -(-count // self.count_step) * self.count_step)
 
     def kept_fraction_value(self) -> float:
         """a as a Python float, at full precision for the top-k count."""
@@ -49,8 +62,19 @@ class ScoreMask(nn.Module):
         """Recompute the top-k mask from the current scores and rate (no-op when frozen)."""
         if self.frozen:
             return
-        self.register_buffer("mask", topk_mask(self.scores, self.kept_fraction_value()))
+        count = self.fixed_count if self.fixed_count is not None else self.count_for(self.kept_fraction_value())
+        self.register_buffer("mask", topk_mask(self.scores, count))
         self._seen = self._versions()
+
+    def fix_count(self, count: int) -> None:
+        """Keep exactly ``count`` entries from now on; the rate (if any) stops learning."""
+        if not 1 <= count <= self.units:
+            raise ValueError(f"a mask of {self.units} entries cannot keep {count}")
+        self.fixed_count = count
+        for parameter in self.parameters(recurse=False):
+            if parameter is not self.scores:
+                parameter.requires_grad_(False)
+        self.refresh()
 
     def freeze(self) -> None:
         """Fix the mask for good (fine-tuning): scores and rate stop receiving gradients."""
@@ -58,28 +82,22 @@ class ScoreMask(nn.Module):
             self.refresh()
         self._set_frozen(True)
 
+    def current(self) -> torch.Tensor:
+        """The 0/1 mask, refreshed if s or a changed, with straight-through gradients."""
+        if not self.frozen and self._seen != self._versions():
+            self.refresh()
+        return MaskSTE.apply(self.scores, self.kept_fraction(), self.mask)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.frozen and self._seen != self._versions():
             self.refresh()
-        if self.gated:
-            return weight
         return MaskedWeight.apply(weight, self.scores, self.kept_fraction(), self.mask, 0)
 
-    def gate(self, output: torch.Tensor) -> torch.Tensor:
-        """Zero the pruned channels (dim 1) of the layer's output, or of the BN right after it.
-
-        Why: a channel whose weights are zeroed still leaves a train-mode BN as β, and the BN
-        divides the gradient reaching those zeroed channels by sqrt(eps) (their variance is 0):
-        summed into ∂L/∂a it outweighed γ·∂L_c/∂a ~20-fold and drove every conv rate to 1.
-        Gating the channel's final output is what physical removal does, with a gradient
-        Σ ∂L/∂out ⊙ out on the natural scale.
-        """
-        return MaskedWeight.apply(output, self.scores, self.kept_fraction(), self.mask, 1)
-
     def get_extra_state(self) -> dict[str, Any]:
-        return {"frozen": self.frozen}
+        return {"frozen": self.frozen, "fixed_count": self.fixed_count}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.fixed_count = state.get("fixed_count")
         self._set_frozen(bool(state["frozen"]))
         self._seen = self._versions()
 
@@ -96,8 +114,11 @@ class ScoreMask(nn.Module):
 class FixedRateScoreMask(ScoreMask):
     """HYDRA (trained scores) and LWM (untrained scores): one given kept fraction."""
 
-    def __init__(self, scores: torch.Tensor, kept_fraction: float, learn_scores: bool = True) -> None:
+    def __init__(
+        self, scores: torch.Tensor, kept_fraction: float, learn_scores: bool = True, count_step: int = 1
+    ) -> None:
         super().__init__(scores, learn_scores)
+        self.count_step = count_step
         self.register_buffer("fixed_kept", torch.tensor(kept_fraction, dtype=torch.float64, device=scores.device))
         self.refresh()
 
@@ -111,8 +132,9 @@ class FixedRateScoreMask(ScoreMask):
 class LearnedRateScoreMask(ScoreMask):
     """HARP: a = a_min + (1 − a_min)·σ(r) with a learned rate logit r."""
 
-    def __init__(self, scores: torch.Tensor, rate_logit: float, min_kept: float) -> None:
+    def __init__(self, scores: torch.Tensor, rate_logit: float, min_kept: float, count_step: int = 1) -> None:
         super().__init__(scores, learn_scores=True)
+        self.count_step = count_step
         self.rate_logit = nn.Parameter(torch.tensor(rate_logit, dtype=scores.dtype, device=scores.device))
         self.register_buffer("min_kept", torch.tensor(min_kept, dtype=torch.float64, device=scores.device))
         self.refresh()

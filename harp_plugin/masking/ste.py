@@ -6,8 +6,9 @@ straight through: ∂L/∂s = ∂L/∂M ⊙ sign(s) (the mask ranks |s|) and ∂
 kept *and* pruned entries. The mask itself is an input (computed once per optimiser step),
 so the many forward passes of an attack never re-sort the scores.
 
-The masked tensor is a weight (per-weight masks, or per-output-channel masks on dim 0) or,
-in channel mode, a layer's output activations (channel dim 1; see ``ScoreMask.gate``).
+Fine-grained mode multiplies the weight in one function (:class:`MaskedWeight`); channel
+mode takes the mask itself out of :class:`MaskSTE` and multiplies it into every parameter of
+a Torch-Pruning group (``masking.gates``), so autograd sums ∂L/∂M over the group's members.
 """
 from __future__ import annotations
 
@@ -57,3 +58,24 @@ class MaskedWeight(torch.autograd.Function):
             if need_kept:
                 grad_kept = grad_mask.sum().reshape(())
         return grad_target, grad_scores, grad_kept, None, None
+
+
+class MaskSTE(torch.autograd.Function):
+    """The mask M itself, with ∂L/∂s = ∂L/∂M ⊙ sign(s) and ∂L/∂a = Σ ∂L/∂M."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, scores: torch.Tensor, kept_fraction: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(scores)
+        return mask.clone()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        (scores,) = ctx.saved_tensors
+        need_scores, need_kept, _ = ctx.needs_input_grad
+        grad_scores = grad_mask * torch.sign(scores) if need_scores else None
+        grad_kept = grad_mask.sum().reshape(()) if need_kept else None
+        return grad_scores, grad_kept, None

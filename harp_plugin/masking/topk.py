@@ -11,10 +11,12 @@ def kept_count(total: int, kept_fraction: float) -> int:
     return total - int((1.0 - kept_fraction) * total + _FLOAT_SLACK)
 
 
-def topk_mask(scores: torch.Tensor, kept_fraction: float) -> torch.Tensor:
-    """A 0/1 mask shaped like ``scores`` keeping the k largest |scores|."""
+def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """A 0/1 mask shaped like ``scores`` keeping the ``keep`` largest |scores|.
+
+    ``torch.topk`` selects them without sorting the whole layer.
+    """
     flat = scores.detach().abs().flatten()
-    keep = kept_count(flat.numel(), kept_fraction)
     mask = torch.zeros_like(flat)
     mask[torch.topk(flat, keep, sorted=False).indices] = 1.0
     return mask.view_as(scores)

@@ -105,7 +105,8 @@ def test_attached_masks_save_as_masks_with_their_learned_ratios(tmp_path: Path, 
         mask.refresh()
     model.eval()
     save_pruned(model, tmp_path / "masked.pt", masks=masks)
-    assert all(hasattr(layer, "parametrizations") for layer in masks.layers.values()), "the model was changed"
+    masked_modules = [module for module, _ in masks.gates] or list(masks.layers.values())
+    assert all(hasattr(module, "parametrizations") for module in masked_modules), "the model was changed"
     loaded = load_pruned(lambda: resnet18(num_classes=10, width=8), tmp_path / "masked.pt")
     _assert_same_outputs(model, loaded, (3, 16, 16), same_names=False)
     record = read_pruned(tmp_path / "masked.pt", "cpu")

@@ -101,9 +101,41 @@ def test_mismatched_example_inputs_are_an_error(sequential: nn.Sequential) -> No
         imp.make_pruner(sequential, torch.randn(1, 3, 32, 32))
 
 
-def test_target_never_reached_is_reported(sequential: nn.Sequential) -> None:
+def _flops(model: nn.Module, example_inputs: torch.Tensor) -> float:
+    return float(tp.utils.count_ops_and_params(model, example_inputs)[0])
+
+
+@pytest.mark.parametrize("gamma0", [0.0, 50.0])
+def test_harp_lands_on_the_uniform_budget_whatever_gamma(residual: nn.Sequential, gamma0: float) -> None:
+    """γ = 0 never pushes the rates down, a huge γ drives them to the floor: both must arrive."""
+    import copy
+    uniform = copy.deepcopy(residual)
+    example_inputs = torch.randn(1, 3, 16, 16)
+    train, val = _loaders((3, 16, 16), 4)
+    imp = HarpImportance(0.5, "harp", kept_init=0.9, gamma=IncrementalGamma(gamma0, period=0.5))
+    imp.fit(residual, train, loss=PGDATLoss(eps=0.05, steps=1), val_loader=val, config=TrainConfig(epochs=2, lr=0.5))
+    imp.make_pruner(residual, example_inputs).step()
+    baseline = tp.MetaPruner(uniform, example_inputs, importance=tp.importance.GroupMagnitudeImportance(),
+                             pruning_ratio=0.5, ignored_layers=[uniform[-1]])
+    baseline.step()
+    # Torch-Pruning's own FLOP counter on both pruned networks: an independent measure of arrival
+    # (it also counts BatchNorm, which HARP's Conv/Linear cost model leaves out)
+    achieved, budget = _flops(residual, example_inputs), _flops(uniform, example_inputs)
+    assert abs(achieved / budget - 1.0) <= 0.005
+    assert -0.005 <= imp.projection.arrival_error <= 0.0
+
+
+def test_flops_target_below_what_ignored_layers_cost_names_them(sequential: nn.Sequential) -> None:
     train, val = _loaders((1, 12, 12), 4)
-    imp = HarpImportance(0.1, "harp", kept_init=0.9, gamma=IncrementalGamma(0.0))
-    with pytest.raises(TargetNotReachedError, match="never reached the target kept fraction 0.1"):
+    imp = HarpImportance(0.5, "harp", flops_target=0.001)
+    with pytest.raises(TargetNotReachedError, match=r"0\.10% of the dense FLOPs.*'9'"):
         imp.fit(sequential, train, loss=PGDATLoss(eps=0.05, steps=1), val_loader=val,
-                config=TrainConfig(epochs=1, lr=0.01))
+                config=TrainConfig(epochs=1, lr=0.01), ignored_layers=[sequential[7]])
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5])
+def test_targets_of_zero_one_or_above_are_refused_up_front(value: float) -> None:
+    with pytest.raises(ValueError, match=f"target_kept must be a kept fraction strictly between 0 and 1.*{value}"):
+        HarpImportance(value)
+    with pytest.raises(ValueError, match="flops_target"):
+        HarpImportance(0.5, flops_target=value)
