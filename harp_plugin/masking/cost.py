@@ -22,11 +22,17 @@ Terms = tuple[tuple[str, float], ...]  # (mask name, share of the layer's channe
 
 @dataclass(frozen=True)
 class LayerCost:
-    """Dense cost of one layer and which masks decide on its outputs and inputs."""
+    """Dense cost of one layer and which masks decide on its outputs and inputs.
+
+    Without ``outputs`` a layer's outputs are decided by the mask of its own name, if any.
+    """
 
     dense: float
     outputs: Terms = ()
     inputs: Terms = ()
+
+    def output_terms(self, name: str) -> Terms:
+        return self.outputs or ((name, 1.0),)
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,16 @@ class CostModel:
     def cost(self, kept: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
         """Σ_l dense_l · share_out(a) · share_in(a); a mask absent from ``kept`` keeps everything."""
         total = torch.zeros((), dtype=torch.float64)
-        for layer in self.layers.values():
-            fraction = _share(layer.outputs, kept) * _share(layer.inputs, kept)
+        for name, layer in self.layers.items():
+            fraction = _share(layer.output_terms(name), kept) * _share(layer.inputs, kept)
             total = total + layer.dense * fraction
         return total
 
     def cost_value(self, kept: Mapping[str, float]) -> float:
         """:meth:`cost` in plain Python floats: cheap enough to evaluate thousands of times."""
         total = 0.0
-        for layer in self.layers.values():
-            total += layer.dense * _share_value(layer.outputs, kept) * _share_value(layer.inputs, kept)
+        for name, layer in self.layers.items():
+            total += layer.dense * _share_value(layer.output_terms(name), kept) * _share_value(layer.inputs, kept)
         return total
 
     def compression_loss(self, kept: Mapping[str, torch.Tensor], target_kept: float) -> torch.Tensor:
@@ -56,9 +62,10 @@ class CostModel:
         budget = self.cost({name: target_kept for name in kept})
         return torch.relu(self.cost(kept) / budget - 1.0).to(torch.get_default_dtype())
 
-    def fixed_layers(self) -> list[str]:
-        """Layers no mask decides on (ignored layers): their cost is out of HARP's reach."""
-        return [name for name, layer in self.layers.items() if not layer.outputs and not layer.inputs]
+    def fixed_layers(self, masks: Iterable[str]) -> list[str]:
+        """Layers whose outputs no mask decides on (ignored layers, the classifier)."""
+        masks = set(masks)
+        return [name for name, layer in self.layers.items() if not layer.outputs and name not in masks]
 
 
 def _share(terms: Terms, kept: Mapping[str, torch.Tensor | float]) -> torch.Tensor:
@@ -77,10 +84,7 @@ def _share_value(terms: Terms, kept: Mapping[str, float]) -> float:
 
 def parameter_costs(layers: Mapping[str, nn.Module]) -> CostModel:
     """Fine-grained mode: a layer costs its number of weights n_l, all decided by its own mask."""
-    return CostModel(
-        {name: LayerCost(float(m.weight.numel()), outputs=((name, 1.0),)) for name, m in layers.items()},
-        "parameters",
-    )
+    return CostModel({name: LayerCost(float(m.weight.numel())) for name, m in layers.items()}, "parameters")
 
 
 def flop_costs(modules: Mapping[str, nn.Module], traces: Mapping[str, LayerTrace], groups: Iterable) -> CostModel:

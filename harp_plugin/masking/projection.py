@@ -101,7 +101,7 @@ def _fill(counts: dict[str, int], learned: dict, logits: dict[str, float], fits)
 def _infeasible_message(masks: MaskSet, budget: float, floor_cost: float) -> str:
     unit = masks.costs.unit
     dense = masks.costs.cost_value({})
-    fixed = sorted(masks.costs.fixed_layers(), key=lambda name: -masks.costs.layers[name].dense)
+    fixed = sorted(masks.costs.fixed_layers(masks.masks()), key=lambda name: -masks.costs.layers[name].dense)
     fixed_share = sum(masks.costs.layers[name].dense for name in fixed) / dense
     named = ", ".join(f"{name!r} ({masks.costs.layers[name].dense / dense:.1%})" for name in fixed[:5]) or "none"
     return (

@@ -1,7 +1,7 @@
 """HARP / HYDRA against values worked out by hand.
 
 * L_c = max(Σ n_l·a_l / (a_t·Σ n_l) − 1, 0): exactly 0 under the budget (the hinge), the
-  relative overshoot above it, a gradient ∝ n_l; FLOP costs multiply by the producer's kept
+  relative overshoot above it, a gradient ∝ n_l; FLOP costs multiply by the input group's kept
   fraction.
 * The mask phase trains scores (and rates) but never θ.
 * A coupled group gets the kept fraction of the member that keeps the most.
@@ -44,12 +44,15 @@ def test_compression_gradient_is_proportional_to_layer_size_above_budget_and_zer
     assert under["a"].grad.item() == 0.0 and under["b"].grad.item() == 0.0
 
 
-def test_flop_cost_multiplies_by_the_largest_producer_fraction() -> None:
-    flops = CostModel({"a": LayerCost(100.0), "b": LayerCost(200.0, ("a",)),
-                       "c": LayerCost(50.0, ("a", "b"))}, "FLOPs")
+def test_flop_cost_multiplies_output_and_input_shares() -> None:
+    """Channel mode: each mask is a Torch-Pruning group; a concatenated input weighs its parts by width."""
+    flops = CostModel({"a": LayerCost(100.0, outputs=(("a", 1.0),)),
+                       "b": LayerCost(200.0, outputs=(("b", 1.0),), inputs=(("a", 1.0),)),
+                       "c": LayerCost(50.0, outputs=(("c", 1.0),), inputs=(("a", 0.25), ("b", 0.75)))}, "FLOPs")
     kept = {"a": 0.5, "b": 0.25, "c": 0.4}
-    # a: 100·0.5 = 50; b: 200·0.25·0.5 = 25; c: 50·0.4·max(0.5, 0.25) = 10
-    assert flops.cost(kept).item() == pytest.approx(85.0)
+    # a: 100·0.5 = 50; b: 200·0.25·0.5 = 25; c: 50·0.4·(0.25·0.5 + 0.75·0.25) = 6.25
+    assert flops.cost(kept).item() == pytest.approx(81.25)
+    assert flops.cost_value(kept) == pytest.approx(81.25)
     assert flops.cost({}).item() == pytest.approx(350.0)
 
 
