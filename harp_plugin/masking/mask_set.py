@@ -50,9 +50,19 @@ class MaskSet:
         return dict(self.score_masks)
 
     def refresh(self) -> None:
-        """Recompute every top-k mask (once per optimiser step; attack steps reuse it)."""
+        """Recompute every top-k mask (once per optimiser step; attack steps reuse it).
+
+        The kept fractions come to the host in one transfer: one synchronisation per step.
+        """
+        learned = [m for m in self.score_masks.values() if isinstance(m, LearnedRateScoreMask) and not m.frozen]
+        if learned:
+            with torch.no_grad():
+                fractions = torch.stack([m.kept_fraction().to(torch.float64) for m in learned]).tolist()
+            for mask, fraction in zip(learned, fractions):
+                mask.refresh(fraction)
         for mask in self.score_masks.values():
-            mask.refresh()
+            if not isinstance(mask, LearnedRateScoreMask):
+                mask.refresh()
 
     def freeze(self) -> None:
         """Fix every mask for fine-tuning: scores and rates stop training."""

@@ -58,11 +58,18 @@ class ScoreMask(nn.Module):
         """a as a Python float, at full precision for the top-k count."""
         return float(self.kept_fraction().detach())
 
-    def refresh(self) -> None:
-        """Recompute the top-k mask from the current scores and rate (no-op when frozen)."""
+    def refresh(self, kept_fraction: float | None = None) -> None:
+        """Recompute the top-k mask from the current scores and rate (no-op when frozen).
+
+        ``kept_fraction``: a already read on the host (``MaskSet.refresh`` reads every mask's
+        in one transfer), so a GPU run does not synchronise once per layer.
+        """
         if self.frozen:
             return
-        count = self.fixed_count if self.fixed_count is not None else self.count_for(self.kept_fraction_value())
+        if self.fixed_count is not None:
+            count = self.fixed_count
+        else:
+            count = self.count_for(self.kept_fraction_value() if kept_fraction is None else kept_fraction)
         self.register_buffer("mask", topk_mask(self.scores, count))
         self._seen = self._versions()
 
