@@ -253,7 +253,8 @@ API_ROWS = [
         lambda d: certified_accuracy(tiny_model(), loader(), 0.1, method="exact", backend="native"), ValueError,
         r"supports methods .* not 'exact'"),
     # HarpImportance
-    Row("harp-target-zero", lambda d: HarpImportance(0.0), ValueError, r"target_kept .* must be in \(0, 1\], got 0\.0"),
+    Row("harp-target-zero", lambda d: HarpImportance(0.0), ValueError, r"target_kept .* strictly between 0 and 1.* got 0\.0"),
+    Row("harp-target-one", lambda d: HarpImportance(1.0), ValueError, r"target_kept .* got 1\.0: nothing would be pruned"),
     Row("harp-target-above-one", lambda d: HarpImportance(1.5), ValueError, r"target_kept .* got 1\.5"),
     Row("harp-unknown-method", lambda d: HarpImportance(0.5, method="magic"), ValueError,
         r"method must be 'harp', 'hydra' or 'lwm', got 'magic'"),
