@@ -10,6 +10,7 @@ from harp_plugin import __version__
 from harp_plugin.bounds.backends import BACKENDS
 from harp_plugin.cli import commands
 from harp_plugin.cli.flags import add_setting_flags, choices_help, registry_name, setting_type
+from harp_plugin.cli.export import add_export_parser
 from harp_plugin.importance.errors import NotFittedError, TargetNotReachedError
 from harp_plugin.registry import KINDS, get_registry
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,certify,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,certify,export,list}")
 
     run = sub.add_parser("run", parents=[common], help="pre-train → prune → fine-tune → evaluate (defaults: mnist5k, small CNN)")
     run.add_argument("--config", metavar="FILE", help="YAML or TOML file of settings; flags override it")
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder for certify-WHICH-METHOD.json and .md; default: the run folder")
     certify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     certify.set_defaults(handler=commands.certify_command)
+
+    add_export_parser(sub, common)
 
     listing = sub.add_parser("list", parents=[common], help="list registered components with a one-line description")
     listing.add_argument("kind", nargs="?", choices=KINDS, help="only this kind; default: every kind")
