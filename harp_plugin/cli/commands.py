@@ -11,7 +11,7 @@ from harp_plugin.distributed import is_main, torchrun_job
 from harp_plugin.pipeline.config import RunConfig, build_config, load_config_file, resolve_device
 from harp_plugin.pipeline.run import load_run_model, run
 from harp_plugin.registry import KINDS, get_registry
-from harp_plugin.reports import check_writable, comparison_rows, format_text, write_certify_report, write_run_report
+from harp_plugin.reports import check_writable, comparison_rows, format_latency, format_text, write_certify_report, write_run_report
 
 
 def run_command(arguments: argparse.Namespace) -> int:
@@ -27,6 +27,9 @@ def run_command(arguments: argparse.Namespace) -> int:
     print()
     print(format_text(comparison_rows(report.dense, report.pruned)))
     print()
+    if report.latency:
+        print(format_latency(report.latency, report.dense, report.pruned))
+        print()
     print("total wall time: {:.1f} s".format(sum(report.seconds.values())))
     print("wrote: " + ", ".join(str(path) for path in written.values()))
     return 0

@@ -52,7 +52,7 @@ def choices_help(help_text: str, choices: tuple[str, ...] | list[str], default: 
 def _help(spec: dataclasses.Field) -> str:
     default = spec.default
     if isinstance(default, tuple):
-        default = ",".join(default) or "none"
+        default = ",".join(map(str, default)) or "none"
     elif isinstance(default, bool):
         default = "on" if default else "off"
     text = field_help(spec) or "(undocumented setting)"

@@ -67,6 +67,10 @@ class RunConfig:
     gamma_period: float = setting(0.02, "epochs between raises of HARP's compression weight", valid=POSITIVE)
     finetune_epochs: int = setting(2, "epochs of fine-tuning after pruning (fresh optimiser)", valid=NON_NEGATIVE)
     finetune_lr: float = setting(0.01, "SGD learning rate of fine-tuning", valid=POSITIVE)
+    latency_batches: tuple[int, ...] = setting((1, 256), "comma-separated batch sizes at which dense and pruned "
+                                                          "forward passes are timed after evaluation")
+    latency_repeats: int = setting(5, "timed runs per model and batch size (median, after 2 warm-up runs); 0 skips "
+                                      "the timing", valid=NON_NEGATIVE)
     out_dir: str = setting("runs/latest", "folder for checkpoints and the report (report.json, report.md)")
     resume: bool = setting(False, "continue each phase from its checkpoint in --out-dir")
     progress: bool = setting(True, "show progress bars")
@@ -84,6 +88,8 @@ class RunConfig:
                 f"prune_rounds > 1 needs channel mode and a criterion without learned masks, not "
                 f"method {self.method!r} in mode {self.mode!r} (HARP/HYDRA/LWM learn one removal)"
             )
+        if any(batch < 1 for batch in self.latency_batches):
+            raise ValueError(f"latency_batches must be positive batch sizes, got {self.latency_batches}")
 
     @property
     def certify_methods(self) -> tuple[str, ...]:
@@ -211,7 +217,8 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if get_origin(kind) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(item).strip() for item in items if str(item).strip())
+            element = get_args(kind)[0]
+            return tuple(element(str(item).strip()) for item in items if str(item).strip())
         if kind is bool:
             return _to_bool(value)
         if kind in (int, float) and isinstance(value, bool):

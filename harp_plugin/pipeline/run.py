@@ -17,6 +17,7 @@ from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.distributed import shard_training_loader
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
+from harp_plugin.deploy.latency import LatencyComparison, compare_latency
 from harp_plugin.deploy.pruned import load_pruned, save_pruned
 from harp_plugin.importance.channels import remove_channels
 from harp_plugin.importance.harp import HarpImportance
@@ -44,6 +45,7 @@ class RunReport:
     pruned: EvaluationReport
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    latency: list[LatencyComparison] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class RunReport:
             "pruned": self.pruned.to_dict(),
             "seconds": self.seconds,
             "notes": self.notes,
+            "latency": [row.to_dict() for row in self.latency],
         }
 
 
@@ -158,11 +161,16 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     with session.timed("evaluate"):
         dense_report = session.evaluate(model, eval_attacks, "dense")
         pruned_report = session.evaluate(pruned, eval_attacks, "pruned")
+    latency = []
+    if config.latency_repeats:
+        with session.timed("latency"):
+            latency = compare_latency(model, pruned, session.example, config.latency_batches,
+                                      repeats=config.latency_repeats, warmup=2)
     notes = [] if prune_history is None else [
         f"{config.method} scores trained for {len(prune_history.history)} epochs; "
         f"selected epoch {prune_history.best_epoch} on validation"
     ]
-    return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes)
+    return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes, latency)
 
 
 def load_run_model(

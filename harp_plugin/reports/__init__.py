@@ -1,4 +1,5 @@
 """Reports: the comparison table, report.json / report.md, certify reports, and the plot."""
+from harp_plugin.reports.latency import format_latency
 from harp_plugin.reports.table import comparison_rows, format_markdown, format_text
 from harp_plugin.reports.writers import (
     OutputFolderError,
@@ -12,6 +13,7 @@ __all__ = [
     "OutputFolderError",
     "check_writable",
     "comparison_rows",
+    "format_latency",
     "format_markdown",
     "format_text",
     "write_certify_report",

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from harp_plugin.reports.latency import format_latency
 from harp_plugin.reports.plot import plot_comparison
 from harp_plugin.reports.table import comparison_rows, format_markdown
 
@@ -74,6 +75,8 @@ def write_run_report(report, out_dir: Path) -> dict[str, Path]:
         f"training loss {config['train_loss']}, seed {config['seed']}, device {report.device}.",
         "",
         format_markdown(comparison_rows(report.dense, report.pruned)),
+        "",
+        format_latency(report.latency, report.dense, report.pruned, markdown=True),
         "",
         "Wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()),
     ]

@@ -14,7 +14,7 @@ from harp_plugin.robust.checkpoint import save_checkpoint
 TINY_RUN = [
     "run", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--max-train", "128", "--max-eval", "32",
     "--model-width", "4", "--train-attack-steps", "1", "--val-attack-steps", "1", "--eval-attacks", "fgsm",
-    "--no-progress",
+    "--latency-batches", "1,8", "--latency-repeats", "2", "--no-progress",
 ]
 
 
@@ -23,6 +23,25 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("deploy") / "run"
     assert main([*TINY_RUN, "--out-dir", str(out)]) == 0
     return out
+
+
+@pytest.mark.slow
+def test_the_run_reports_measured_latency_beside_the_mac_ratio(run_dir: Path) -> None:
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = report["latency"]
+    assert [row["batch"] for row in rows] == [1, 8]
+    assert all(row["repeats"] == 2 and row["threads"] >= 1 and row["dense_ms"] > 0 for row in rows)
+    mac_ratio = report["dense"]["macs"] / report["pruned"]["macs"]
+    markdown = (run_dir / "report.md").read_text()
+    assert "median of 2 timed runs after 2 warm-up" in markdown
+    assert f"| {mac_ratio:.2f}x |" in markdown and f"{rows[1]['speedup']:.2f}x" in markdown
+
+
+def test_bad_latency_settings_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "--latency-batches", "1,0", "--out-dir", str(tmp_path / "run")]) == 2
+    assert "latency_batches positive" in capsys.readouterr().err
+    assert main(["run", "--latency-batches", "1,many", "--out-dir", str(tmp_path / "run")]) == 2
+    assert "setting 'latency_batches': cannot use '1,many'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
