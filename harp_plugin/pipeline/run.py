@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
-from harp_plugin.distributed import shard_training_loader
+from harp_plugin.distributed import is_main, shard_training_loader
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
 from harp_plugin.deploy.latency import LatencyComparison, compare_latency
@@ -162,7 +162,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         dense_report = session.evaluate(model, eval_attacks, "dense")
         pruned_report = session.evaluate(pruned, eval_attacks, "pruned")
     latency = []
-    if config.latency_repeats:
+    if config.latency_repeats and is_main():  # one process times, or ranks would slow each other
         with session.timed("latency"):
             latency = compare_latency(model, pruned, session.example, config.latency_batches,
                                       repeats=config.latency_repeats, warmup=2)
