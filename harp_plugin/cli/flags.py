@@ -68,12 +68,14 @@ def _metavar(spec: dataclasses.Field, hint: Any) -> str:
         return "{" + ",".join(spec.metadata["choices"]) + "}"
     if spec.metadata.get("registry"):
         return "NAMES" if isinstance(spec.default, tuple) else "NAME"
+    if isinstance(spec.default, tuple):
+        return "LIST"
     kinds = set(get_args(hint)) or {hint}
     if int in kinds:
         return "N"
     if float in kinds:
         return "X"
-    return "LIST" if isinstance(spec.default, tuple) else "TEXT"
+    return "TEXT"
 
 
 def _checked(convert: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -39,7 +39,7 @@ def test_the_run_reports_measured_latency_beside_the_mac_ratio(run_dir: Path) ->
 
 def test_bad_latency_settings_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "--latency-batches", "1,0", "--out-dir", str(tmp_path / "run")]) == 2
-    assert "latency_batches positive" in capsys.readouterr().err
+    assert "latency_batches must be positive batch sizes, got (1, 0)" in capsys.readouterr().err
     assert main(["run", "--latency-batches", "1,many", "--out-dir", str(tmp_path / "run")]) == 2
     assert "setting 'latency_batches': cannot use '1,many'" in capsys.readouterr().err
 
