@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,certify,export,list}")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="pre-train → prune → fine-tune → evaluate (defaults: mnist5k, small CNN)")
     run.add_argument("--config", metavar="FILE", help="YAML or TOML file of settings; flags override it")
