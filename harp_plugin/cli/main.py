@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import warnings
 from typing import Any, Sequence
@@ -20,10 +21,31 @@ USER_ERRORS = (
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """A usage error is one line naming the flag and the problem, not the whole usage block."""
+    """A usage error is one line naming the flag and the problem, not the whole usage block.
+    Flags are never abbreviated: an abbreviation would change meaning when a flag is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog.split()[0]}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """As argparse, but an unknown flag names the closest flag of its sub-command."""
+        arguments, extras = self.parse_known_args(args, namespace)
+        if extras:
+            subcommands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            chosen = subcommands.get(getattr(arguments, "command", None), self)
+            chosen.error(f"unrecognized arguments: {' '.join(extras)}{chosen.closest_flag(extras)}")
+        return arguments
+
+    def closest_flag(self, extras: list[str]) -> str:
+        """``"; did you mean --eps?"`` for the first unknown ``--flag``, or ``""``."""
+        flags = [option for action in self._actions for option in action.option_strings]
+        unknown = next((extra.split("=")[0] for extra in extras if extra.startswith("--")), None)
+        close = difflib.get_close_matches(unknown, flags, n=1, cutoff=0.6) if unknown else []
+        return f"; did you mean {close[0]}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

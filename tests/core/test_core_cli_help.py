@@ -85,6 +85,9 @@ def test_third_party_names_become_choices_and_get_described(capsys) -> None:
         (["certify", "--backend", "gpu"], "argument --backend: invalid choice: 'gpu'"),
         (["certify", "--eps", "-0.1"], "argument --eps: eps must be in [0, 1], got -0.1"),
         (["list", "gadgets"], "argument kind: invalid choice: 'gadgets'"),
+        (["run", "--epsilon", "0.1"], "unrecognized arguments: --epsilon 0.1; did you mean --eps? (see `harp-prune run --help`)"),
+        (["run", "--pretrain-epoch", "1"], "unrecognized arguments: --pretrain-epoch 1; did you mean --pretrain-epochs?"),
+        (["certify", "--wich", "dense"], "unrecognized arguments: --wich dense; did you mean --which?"),
     ],
 )
 def test_bad_flags_are_refused_at_parse_time_in_one_line(argv, message, monkeypatch, capsys) -> None:
