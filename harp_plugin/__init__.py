@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     "get_registry": "harp_plugin.registry",
     "save_pruned": "harp_plugin.deploy.pruned",
     "load_pruned": "harp_plugin.deploy.pruned",
+    "export_model": "harp_plugin.deploy.export",
+    "measure_latency": "harp_plugin.deploy.latency",
+    "compare_latency": "harp_plugin.deploy.latency",
 }
 
 __all__ = sorted(_EXPORTS)

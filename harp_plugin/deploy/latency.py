@@ -63,8 +63,17 @@ def measure_latency(
     ``inputs`` sit on the model's device; ``threads`` (CPU only) sets the intra-op threads
     for the measurement and restores them after.
     """
-    (times,), setting = _timed_runs([model], inputs, repeats, warmup, threads)
-    return Latency(int(inputs.shape[0]), statistics.median(times), repeats, warmup, **setting)
+    return measure_side_by_side([model], inputs, repeats=repeats, warmup=warmup, threads=threads)[0]
+
+
+def measure_side_by_side(
+    models: Sequence[nn.Module], inputs: torch.Tensor, *, repeats: int = 20, warmup: int = 3,
+    threads: int | None = None,
+) -> list[Latency]:
+    """:func:`measure_latency` of several models (a dense one and its pruned variants, several
+    criteria) with their timed runs interleaved, so a load change hits all of them alike."""
+    times, setting = _timed_runs(list(models), inputs, repeats, warmup, threads)
+    return [Latency(int(inputs.shape[0]), statistics.median(t), repeats, warmup, **setting) for t in times]
 
 
 def compare_latency(
@@ -84,10 +93,9 @@ def compare_latency(
         if batch < 1:
             raise ValueError(f"batch sizes must be positive, got {batch}")
         inputs = example[:1].expand(batch, *example.shape[1:]).contiguous()
-        (dense_times, pruned_times), setting = _timed_runs([dense, pruned], inputs, repeats, warmup, threads)
-        rows.append(LatencyComparison(
-            batch, statistics.median(dense_times), statistics.median(pruned_times), repeats, warmup, **setting
-        ))
+        first, second = measure_side_by_side([dense, pruned], inputs, repeats=repeats, warmup=warmup, threads=threads)
+        rows.append(LatencyComparison(batch, first.median_ms, second.median_ms, repeats, warmup,
+                                      first.device, first.threads, first.timer))
     return rows
 
 

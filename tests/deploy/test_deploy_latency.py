@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from harp_plugin.deploy.latency import compare_latency, measure_latency
+from harp_plugin.deploy.latency import compare_latency, measure_latency, measure_side_by_side
 
 
 class Sleeper(nn.Module):
@@ -45,12 +45,20 @@ def test_threads_are_stated_and_restored() -> None:
 
 def test_dense_and_pruned_runs_are_interleaved_at_each_batch_size() -> None:
     log: list[str] = []
-    dense, pruned = Sleeper("dense", log, fast_s=0.004), Sleeper("pruned", log, fast_s=0.001)
+    dense, pruned = Sleeper("dense", log, fast_s=0.03), Sleeper("pruned", log, fast_s=0.0)
     rows = compare_latency(dense, pruned, torch.ones(1, 3), batches=(1, 2), repeats=3, warmup=1)
     per_batch = ["dense", "pruned"] + ["dense", "pruned"] * 3  # warm-ups first, then alternating
     assert log == per_batch * 2
     assert [row.batch for row in rows] == [1, 2]
     assert all(row.dense_ms > row.pruned_ms and row.speedup == row.dense_ms / row.pruned_ms for row in rows)
+
+
+def test_several_models_side_by_side_keep_their_order() -> None:
+    log: list[str] = []
+    models = [Sleeper(name, log, fast_s=seconds) for name, seconds in (("a", 0.08), ("b", 0.0), ("c", 0.03))]
+    results = measure_side_by_side(models, torch.ones(2, 3), repeats=2, warmup=0)
+    assert log == ["a", "b", "c"] * 2
+    assert results[1].median_ms < results[2].median_ms < results[0].median_ms
 
 
 def test_bad_arguments_are_refused() -> None:
