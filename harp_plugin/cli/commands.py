@@ -25,7 +25,7 @@ def run_command(arguments: argparse.Namespace) -> int:
         return 0
     written = write_run_report(report, config.out_dir)
     print()
-    print(format_text(comparison_rows(report.dense, report.pruned)))
+    print(format_text(comparison_rows(report.columns(), report.epochs), tuple(report.columns())))
     print()
     if report.latency:
         print(format_latency(report.latency, report.dense, report.pruned))

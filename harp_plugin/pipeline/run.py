@@ -25,6 +25,7 @@ from harp_plugin.importance.phases import train_masks
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks
 from harp_plugin.schedulers.gamma import IncrementalGamma
 from harp_plugin.models.validation import check_classifier_output
+from harp_plugin.pipeline.budget import LABELS, epoch_budget
 from harp_plugin.pipeline.config import RunConfig, resolve_device
 from harp_plugin.registry import get_registry
 from harp_plugin.reports.writers import check_writable
@@ -37,22 +38,31 @@ from harp_plugin.robust.training import TrainConfig, TrainResult, fit
 
 @dataclass
 class RunReport:
-    """Dense vs pruned on the test split, with the settings and timings that produced them."""
+    """Dense, dense trained as long as the pruned model, and pruned, on the test split, with
+    each model's training epochs and the settings and timings that produced them."""
 
     config: dict[str, Any]
     device: str
     dense: EvaluationReport
+    dense_same_budget: EvaluationReport
     pruned: EvaluationReport
+    epochs: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     latency: list[LatencyComparison] = field(default_factory=list)
+
+    def columns(self) -> dict[str, EvaluationReport]:
+        """The compared models by label, in table order (see ``pipeline.budget.LABELS``)."""
+        return dict(zip(LABELS, (self.dense, self.dense_same_budget, self.pruned)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config,
             "device": self.device,
             "dense": self.dense.to_dict(),
+            "dense_same_budget": self.dense_same_budget.to_dict(),
             "pruned": self.pruned.to_dict(),
+            "epochs": self.epochs,
             "seconds": self.seconds,
             "notes": self.notes,
             "latency": [row.to_dict() for row in self.latency],
@@ -120,7 +130,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     """Run every phase of ``config``; checkpoints and the report go to ``config.out_dir``."""
     out_dir = check_writable(Path(config.out_dir))
     torch.manual_seed(config.seed)
-    log(f"[1/5] data: {config.dataset}")
+    budget = epoch_budget(config)
+    log(f"[1/6] data: {config.dataset}")
     start = time.perf_counter()
     session = _open_session(config)
     eval_attacks = [
@@ -130,7 +141,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     get_registry().get("importances", config.method)  # a bad name fails before any training
     session.seconds["data"] = time.perf_counter() - start
 
-    log(f"[2/5] {config.train} pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
+    log(f"[2/6] {config.train} pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
     model = build_model(config, session.splits).to(session.device)
     check_classifier_output(model, session.example, session.splits.num_classes)
     with session.timed("pretrain"):
@@ -139,14 +150,14 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
 
     unit = "channels" if config.mode == "channel" else "weights"
     rounds = f" in {config.prune_rounds} geometric rounds" if config.prune_rounds > 1 else ""
-    log(f"[3/5] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance")
+    log(f"[3/6] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance")
     pruned = copy.deepcopy(model)
     importance = build_importance(config, pruned, session.train_loader)
     with session.timed("prune"):
         prune_history, masks = _prune(session, pruned, importance)
         check_classifier_output(pruned, session.example, session.splits.num_classes)
 
-    log(f"[4/5] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
+    log(f"[4/6] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
     with session.timed("finetune"):
         session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune")
         fitted = isinstance(importance, HarpImportance) and importance.fitted  # channel mode; masks carry their own
@@ -157,10 +168,16 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         if masks is not None:
             remove_masks(masks, how="zero")  # θ ⊙ M as plain weights for evaluation
 
-    log(f"[5/5] evaluating dense and pruned on {len(session.test_loader.dataset)} test images")
+    log(f"[5/6] dense, same budget: {budget.extra} more epochs of {config.train} training on the dense model "
+        f"({budget.pruned} in all, as many as the pruned model)")
+    same_budget = copy.deepcopy(model)
+    with session.timed("same_budget"):
+        session.train(same_budget, budget.extra, config.finetune_lr, "same-budget.pt", "dense, same budget")
+        save_checkpoint({"model": same_budget.state_dict()}, out_dir / "dense-same-budget.pt")
+
+    log(f"[6/6] evaluating the three models on {len(session.test_loader.dataset)} test images")
     with session.timed("evaluate"):
-        dense_report = session.evaluate(model, eval_attacks, "dense")
-        pruned_report = session.evaluate(pruned, eval_attacks, "pruned")
+        reports = [session.evaluate(m, eval_attacks, label) for m, label in zip((model, same_budget, pruned), LABELS)]
     latency = []
     if config.latency_repeats and is_main():  # one process times, or ranks would slow each other
         with session.timed("latency"):
@@ -170,7 +187,11 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         f"{config.method} scores trained for {len(prune_history.history)} epochs; "
         f"selected epoch {prune_history.best_epoch} on validation"
     ]
-    return RunReport(config.to_dict(), session.device, dense_report, pruned_report, session.seconds, notes, latency)
+    notes.append(
+        f"dense, same budget: the dense model trained {budget.extra} more epochs (one phase at the fine-tune "
+        f"learning rate), {budget.pruned} in all like the pruned model; compare the pruned model with it"
+    )
+    return RunReport(config.to_dict(), session.device, *reports, budget.by_label(), session.seconds, notes, latency)
 
 
 def load_run_model(

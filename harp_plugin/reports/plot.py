@@ -1,13 +1,15 @@
-"""A bar chart of dense vs pruned accuracy, clean and under each attack."""
+"""A bar chart of the run's models (dense, dense same budget, pruned): clean and per attack."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from harp_plugin.robust.evaluation import EvaluationReport
 
 
-def plot_comparison(dense: EvaluationReport, pruned: EvaluationReport, path: Path) -> Path | None:
-    """Write a PNG; returns None (and writes nothing) when matplotlib is not installed."""
+def plot_comparison(columns: Mapping[str, EvaluationReport], path: Path) -> Path | None:
+    """Write a PNG (the first column is the reference for MACs); returns None (and writes
+    nothing) when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -15,18 +17,21 @@ def plot_comparison(dense: EvaluationReport, pruned: EvaluationReport, path: Pat
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    labels = ["clean", *dense.robust_accuracy]
-    dense_values = [dense.clean_accuracy, *dense.robust_accuracy.values()]
-    pruned_values = [pruned.clean_accuracy, *(pruned.robust_accuracy.get(k, 0.0) for k in dense.robust_accuracy)]
+    reference = next(iter(columns.values()))
+    labels = ["clean", *reference.robust_accuracy]
     positions = range(len(labels))
+    width = 0.8 / len(columns)
     figure, axis = plt.subplots(figsize=(1.8 * len(labels) + 2, 3.5))
-    axis.bar([p - 0.2 for p in positions], [100 * v for v in dense_values], width=0.4, label="dense")
-    axis.bar([p + 0.2 for p in positions], [100 * v for v in pruned_values], width=0.4, label=f"pruned ({pruned.macs / max(dense.macs, 1):.0%} MACs)")
+    for index, (name, report) in enumerate(columns.items()):
+        values = [report.clean_accuracy, *(report.robust_accuracy.get(k, 0.0) for k in reference.robust_accuracy)]
+        offset = (index - (len(columns) - 1) / 2) * width
+        share = f" ({report.macs / max(reference.macs, 1):.0%} MACs)" if report is not reference else ""
+        axis.bar([p + offset for p in positions], [100 * v for v in values], width=width, label=name + share)
     axis.set_xticks(list(positions), labels)
     axis.set_ylabel("test accuracy (%)")
     axis.set_ylim(0, 100)
-    axis.legend(loc="lower left")
-    axis.set_title("dense vs pruned")
+    axis.legend(loc="lower left", fontsize="small")
+    axis.set_title(" vs ".join(columns))
     figure.tight_layout()
     partial = path.with_name(f".{path.name}.partial.png")
     figure.savefig(partial, dpi=120)

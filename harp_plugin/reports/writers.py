@@ -64,7 +64,7 @@ def write_certify_report(result, out_dir: Path, stem: str, subject: str) -> dict
 
 
 def write_run_report(report, out_dir: Path) -> dict[str, Path]:
-    """report.json (everything), report.md (the table and settings), comparison.png."""
+    """report.json (everything), report.md (the table, each model's epochs, settings), comparison.png."""
     out_dir = Path(out_dir)
     written = {"json": write_text_atomic(out_dir / "report.json", json.dumps(report.to_dict(), indent=2))}
     config = report.config
@@ -74,7 +74,7 @@ def write_run_report(report, out_dir: Path) -> dict[str, Path]:
         f"Pruning ratio {config['pruning_ratio']:.0%} of {'channels' if config['mode'] == 'channel' else 'weights'}, eps = {config['eps']}, "
         f"training loss {config['train_loss']}, seed {config['seed']}, device {report.device}.",
         "",
-        format_markdown(comparison_rows(report.dense, report.pruned)),
+        format_markdown(comparison_rows(report.columns(), report.epochs), tuple(report.columns())),
         "",
         format_latency(report.latency, report.dense, report.pruned, markdown=True),
         "",
@@ -82,7 +82,7 @@ def write_run_report(report, out_dir: Path) -> dict[str, Path]:
     ]
     markdown += [f"\nNote: {note}" for note in report.notes]
     written["markdown"] = write_text_atomic(out_dir / "report.md", "\n".join(markdown) + "\n")
-    plot = plot_comparison(report.dense, report.pruned, out_dir / "comparison.png")
+    plot = plot_comparison(report.columns(), out_dir / "comparison.png")
     if plot is not None:
         written["plot"] = plot
     return written

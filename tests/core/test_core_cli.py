@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from harp_plugin.cli.main import main
 
@@ -26,7 +27,12 @@ def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: 
     assert pruned["clean_accuracy"] > 0.4
     assert (out / "report.md").read_text().count("|") > 20
     assert (out / "comparison.png").stat().st_size > 1000
-    assert {p.name for p in out.iterdir()} >= {"pretrain.pt", "dense.pt", "finetune.pt", "pruned.pt"}
+    assert {p.name for p in out.iterdir()} >= {"pretrain.pt", "dense.pt", "finetune.pt", "pruned.pt", "dense-same-budget.pt"}
+    assert report["epochs"] == {"dense": 2, "dense, same budget": 3, "pruned": 3}
+    same = torch.load(out / "same-budget.pt", weights_only=True)
+    assert len(same["history"]) == 1, "the same-budget model trains exactly the pruned model's extra epoch"
+    assert report["dense_same_budget"]["parameters"] == dense["parameters"]
+    assert "training epochs" in printed and "dense, same budget" in printed
 
 
 @pytest.mark.parametrize(
@@ -74,7 +80,7 @@ def test_certified_stability_run_then_certify_its_checkpoint(tmp_path: Path, cap
     printed = capsys.readouterr().out
     assert "certified accuracy (IBP)" in printed and "certified accuracy (CROWN-IBP)" in printed
     report = json.loads((out / "report.json").read_text())
-    for side in ("dense", "pruned"):
+    for side in ("dense", "dense_same_budget", "pruned"):
         extras = report[side]["extras"]
         assert 0.0 <= extras["certified accuracy (IBP)"] <= extras["certified accuracy (CROWN-IBP)"] + 1e-9
         assert extras["certified accuracy (CROWN-IBP)"] <= report[side]["clean_accuracy"]
