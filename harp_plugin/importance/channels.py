@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch_pruning as tp
@@ -19,6 +19,9 @@ from harp_plugin.models.validation import final_classifier
 from harp_plugin.robust.attacks import Attack
 from harp_plugin.robust.losses import StandardLoss, TrainingLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult, fit
+
+if TYPE_CHECKING:
+    from harp_plugin.certify.rewind import WeightRewinder
 
 
 
@@ -49,6 +52,7 @@ def remove_channels(
     gradient_batches: int = 4,
     rounds: int = 1,
     between_rounds: Callable[[int], None] | None = None,
+    rewinder: WeightRewinder | None = None,
 ) -> TrainResult | None:
     """Physically remove ``pruning_ratio`` of the channels with ``tp.MetaPruner``, in place.
 
@@ -60,7 +64,9 @@ def remove_channels(
     is reached geometrically (the same share of the remaining channels each round, methods.md
     §4) and ``between_rounds(k)`` runs after every round but the last — retraining, so that a
     state-dependent importance such as stability scores the retrained model. The final
-    classifier is always ignored (it would lose classes). Parameters are replaced: rebuild any
+    classifier is always ignored (it would lose classes). With a ``rewinder`` (built on this
+    model before pruning) the surviving weights are rewound after every round, before
+    ``between_rounds``. Parameters are replaced: rebuild any
     optimiser afterwards. Returns the score training's history for HARP/HYDRA, else None.
 
     Under torch.distributed every rank removes the same channels: scores are averaged over
@@ -94,7 +100,11 @@ def remove_channels(
             if train_loader is None:
                 raise ValueError("GroupHessianImportance needs train_loader for its per-sample gradients")
             accumulate_hessian(model, train_loader, StandardLoss(), importance, 8 * gradient_batches)
-        pruner.step()
+        if rewinder is None:
+            pruner.step()
+        else:
+            rewinder.step(pruner)
+            rewinder.rewind()
         model.zero_grad(set_to_none=True)
         if between_rounds is not None and round_index < rounds - 1:
             between_rounds(round_index)

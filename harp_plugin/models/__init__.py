@@ -1,7 +1,8 @@
-"""Models: the default small CNN, the certified-robustness paper's deep CNN, VGG16-BN, ResNet18.
+"""Models: the default small CNN, the certified-training CNN, the certified-robustness paper's deep CNN, VGG16-BN, ResNet18.
 
 Every API of the plugin also accepts any classifier ``nn.Module`` (e.g. from torchvision).
 """
+from harp_plugin.models.certified_cnn import certified_cnn
 from harp_plugin.models.cifar_deep import cifar_model_deep
 from harp_plugin.models.device import DeviceError, model_device
 from harp_plugin.models.normalization import InputNormalization
@@ -14,6 +15,7 @@ __all__ = [
     "BasicBlock",
     "DeviceError",
     "InputNormalization",
+    "certified_cnn",
     "check_classifier_output",
     "cifar_model_deep",
     "final_classifier",

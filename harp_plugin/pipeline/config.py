@@ -18,6 +18,17 @@ from harp_plugin.pipeline.settings import (
 
 MASK_METHODS: tuple[str, ...] = ("harp", "hydra", "lwm")
 
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "adversarial": {"model": "small-cnn", "pretrain_epochs": 3, "finetune_epochs": 2},
+    "certified": {"model": "certified-cnn", "pretrain_epochs": 20, "finetune_epochs": 4},
+}
+"""Settings left unset (None) take the default of the training kind (measured in
+docs/results-certified.md for certified training)."""
+
+
+def _by_kind(name: str) -> str:
+    return " (default: " + ", ".join(f"{v[name]} for {kind}" for kind, v in TRAINING_DEFAULTS.items()) + ")"
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -32,7 +43,7 @@ class RunConfig:
     download: bool = setting(False, "download a torchvision dataset into --data-dir when it is missing")
     max_train: int | None = setting(None, "use at most this many training images (quick runs)", valid=POSITIVE_INT)
     max_eval: int | None = setting(None, "use at most this many validation and test images", valid=POSITIVE_INT)
-    model: str = setting("small-cnn", "architecture, sized for the dataset", registry="models")
+    model: str | None = setting(None, "architecture, sized for the dataset" + _by_kind("model"), registry="models")
     model_width: int | None = setting(16, "channel width of the model's first layer (models that take one)", valid=POSITIVE_INT)
     seed: int = setting(0, "seed of weights, splits, batch order and attack noise", valid=NON_NEGATIVE)
     device: str = setting("auto", "cpu, cuda, cuda:N, or auto (cuda when present)")
@@ -41,9 +52,17 @@ class RunConfig:
     train: str = setting("adversarial", "adversarial (attack-based loss) or certified (bound-based loss) training",
                          choices=("adversarial", "certified"))
     train_loss: str = setting("pgd-at", "training loss for --train adversarial", registry="losses")
-    certified_method: str = setting("crown-ibp", "bound method of the certified training loss",
+    certified_method: str = setting("ibp", "bound method of the certified training loss",
                                     choices=("ibp", "crown-ibp"))
     certified_lr: float = setting(1e-3, "Adam learning rate of certified training", valid=POSITIVE)
+    certified_init: str = setting("ibp", "weight initialisation before certified training (ibp: Shi et al. 2021)",
+                                  choices=("ibp", "default"))
+    certified_warmup: float = setting(0.05, "share of pre-training at eps = 0 before the ramp", valid=UNIT)
+    certified_ramp: float = setting(0.5, "share of pre-training over which eps ramps to its target", valid=UNIT)
+    certified_regulariser: float = setting(0.5, "weight of the warm-up regularisers while eps ramps (Shi et al. 2021)",
+                                           valid=NON_NEGATIVE)
+    certified_kappa: float = setting(0.0, "CROWN-IBP's share of the crown-ibp training bound at the full eps",
+                                     valid=UNIT)
     certify: tuple[str, ...] = setting((), "comma-separated bound methods for test-set certified accuracy "
                                            "(default: ibp,crown-ibp after certified training, none otherwise)",
                                        registry="certifiers")
@@ -52,7 +71,8 @@ class RunConfig:
     eval_attacks: tuple[str, ...] = setting(("pgd", "fgsm"), "comma-separated attacks for the test report",
                                             registry="attacks")
     eval_attack_steps: int = setting(20, "steps of the iterative test attacks", valid=POSITIVE_INT)
-    pretrain_epochs: int = setting(3, "epochs of dense pre-training", valid=NON_NEGATIVE)
+    pretrain_epochs: int | None = setting(None, "epochs of dense pre-training" + _by_kind("pretrain_epochs"),
+                                          valid=NON_NEGATIVE)
     pretrain_lr: float = setting(0.05, "SGD learning rate of pre-training", valid=POSITIVE)
     method: str = setting("magnitude", "pruning criterion (importance)", registry="importances")
     mode: str = setting("channel", "channel: remove whole channels; unstructured: mask single weights (harp, hydra, lwm)",
@@ -60,12 +80,15 @@ class RunConfig:
     pruning_ratio: float = setting(0.5, "share of channels (or weights) to remove", valid=Range(0.0, 1.0, high_open=True))
     prune_rounds: int = setting(1, "remove channels in this many geometric rounds, retraining between them",
                                 valid=POSITIVE_INT)
+    rewind: str = setting("none", "after each pruning round the survivors' weights go back to: none, init, or "
+                                  "epoch:K (their values after K pre-training epochs)")
     prune_epochs: int = setting(2, "epochs of score training for learned criteria (harp, hydra, lwm)", valid=NON_NEGATIVE)
     prune_lr: float = setting(0.1, "learning rate of score training", valid=POSITIVE)
     gamma0: float = setting(0.01, "HARP's initial weight of the compression loss", valid=POSITIVE)
     # epochs between γ raises: short runs must reach the target early (methods.md §1)
     gamma_period: float = setting(0.02, "epochs between raises of HARP's compression weight", valid=POSITIVE)
-    finetune_epochs: int = setting(2, "epochs of fine-tuning after pruning (fresh optimiser)", valid=NON_NEGATIVE)
+    finetune_epochs: int | None = setting(None, "epochs of fine-tuning after pruning (fresh optimiser)"
+                                          + _by_kind("finetune_epochs"), valid=NON_NEGATIVE)
     finetune_lr: float = setting(0.01, "SGD learning rate of fine-tuning", valid=POSITIVE)
     latency_batches: tuple[int, ...] = setting((1, 256), "comma-separated batch sizes at which dense and pruned "
                                                           "forward passes are timed after evaluation")
@@ -76,8 +99,18 @@ class RunConfig:
     progress: bool = setting(True, "show progress bars")
 
     def __post_init__(self) -> None:
+        check_value(next(f for f in fields(self) if f.name == "train"), self.train)
+        for name, value in TRAINING_DEFAULTS[self.train].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         for spec in fields(self):
             check_value(spec, getattr(self, spec.name))
+        if self.certified_warmup + self.certified_ramp > 1:
+            raise ValueError(
+                f"the eps schedule must reach its target within pre-training: certified_warmup "
+                f"({self.certified_warmup}) + certified_ramp ({self.certified_ramp}) must be <= 1"
+            )
+        self.rewind_epoch  # parses (and checks) --rewind
         if self.mode == "unstructured" and self.method not in MASK_METHODS:
             raise ValueError(
                 f"mode 'unstructured' needs a learned-mask method ({', '.join(MASK_METHODS)}), not "
@@ -90,6 +123,34 @@ class RunConfig:
             )
         if any(batch < 1 for batch in self.latency_batches):
             raise ValueError(f"latency_batches must be positive batch sizes, got {self.latency_batches}")
+
+    @property
+    def rewind_epoch(self) -> int | None:
+        """The pre-training epoch whose weights survivors are rewound to (0 = the
+        initialisation), or None for no rewinding."""
+        text = self.rewind.strip().lower()
+        if text == "none":
+            return None
+        if text == "init":
+            return 0
+        head, _, tail = text.partition(":")
+        if head != "epoch" or not tail.strip().isdigit():
+            raise ValueError(f"rewind must be 'none', 'init' or 'epoch:K' (K a whole number), got {self.rewind!r}")
+        epoch = int(tail)
+        if epoch > self.pretrain_epochs:
+            raise ValueError(
+                f"rewind epoch {epoch} is never saved: pre-training has {self.pretrain_epochs} epochs, "
+                f"so K must be in 0..{self.pretrain_epochs} (epoch:0 = init)"
+            )
+        return epoch
+
+    @property
+    def rewinds_before_full_eps(self) -> bool:
+        """Whether certified retraining after a rewind must ramp ε again: the rewind point
+        comes before pre-training reached the full ε."""
+        epoch = self.rewind_epoch
+        ramp_end = (self.certified_warmup + self.certified_ramp) * self.pretrain_epochs
+        return self.train == "certified" and epoch is not None and epoch < ramp_end
 
     @property
     def certify_methods(self) -> tuple[str, ...]:

@@ -16,17 +16,22 @@ from torch.utils.data import DataLoader
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.distributed import is_main, shard_training_loader
 from harp_plugin.certify.accuracy import certified_accuracy
+from harp_plugin.certify.rewind import WeightRewinder
+from harp_plugin.bounds.engine import compute_bounds
 from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
 from harp_plugin.deploy.latency import LatencyComparison, compare_latency
 from harp_plugin.deploy.pruned import load_pruned, save_pruned
+from harp_plugin.robust.certified_warmup import ibp_initialise
 from harp_plugin.importance.channels import remove_channels
 from harp_plugin.importance.harp import HarpImportance
 from harp_plugin.importance.phases import train_masks
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks
 from harp_plugin.schedulers.gamma import IncrementalGamma
+from harp_plugin.models.modes import eval_mode
 from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.budget import LABELS, epoch_budget
 from harp_plugin.pipeline.config import RunConfig, resolve_device
+from harp_plugin.pipeline.rewinding import EpochSnapshot, load_snapshot, save_initial, snapshot_path
 from harp_plugin.registry import get_registry
 from harp_plugin.reports.writers import check_writable
 from harp_plugin.robust.attacks import Attack, pgd
@@ -82,7 +87,9 @@ class _Session:
     example: torch.Tensor
     loss: TrainingLoss
     val_attack: Attack
+    log: Callable[[str], None] = print
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -91,25 +98,36 @@ class _Session:
         self.seconds[phase] = time.perf_counter() - start
 
     def train(
-        self, model: nn.Module, epochs: int, lr: float, checkpoint: str, description: str, ramp: bool = False
+        self, model: nn.Module, epochs: int, lr: float, checkpoint: str, description: str, ramp: bool = False,
+        snapshot_epoch: int | None = None,
     ) -> TrainResult:
         """One training phase, checkpointed (and resumable) under ``out_dir``.
 
         Adversarial: SGD on ``self.loss``. Certified (methods.md §4): Adam, gradient-norm clip
-        8, and — with ``ramp`` — ε held at 0 for the first 20% of the epochs, then ramped to
-        ε_max over the next 50%; only full-ε epochs may be selected as the best.
+        8, and — with ``ramp`` — ε held at 0 for the ``certified_warmup`` share of the epochs,
+        then ramped to ε_max over the ``certified_ramp`` share; only full-ε epochs may be
+        selected as the best. A collapse to a constant classifier is logged and noted. With
+        ``snapshot_epoch`` K > 0 the state after epoch K is saved for ``--rewind epoch:K``.
         """
-        loss, hooks, config = self.loss, None, TrainConfig(epochs=epochs, lr=lr)
+        loss, ramp_hooks, config = self.loss, None, TrainConfig(epochs=epochs, lr=lr)
         if self.config.train == "certified":
             loss = certified_loss(self.config, epochs if ramp else 0)
-            hooks = EpsilonRampHooks(loss)
+            ramp_hooks = EpsilonRampHooks(loss)
             config = TrainConfig(epochs=epochs, lr=self.config.certified_lr, optimizer="adam",
                                  weight_decay=0.0, grad_clip=8.0)
-        return fit(
+        hooks = ramp_hooks
+        if snapshot_epoch:
+            hooks = EpochSnapshot(snapshot_epoch, snapshot_path(Path(self.config.out_dir), snapshot_epoch), ramp_hooks)
+        result = fit(
             model, loss, self.train_loader, self.val_loader, config, val_attack=self.val_attack,
             hooks=hooks, checkpoint_path=Path(self.config.out_dir) / checkpoint, resume=self.config.resume,
             device=self.device, progress=self.config.progress, description=description,
         )
+        collapse = ramp_hooks.collapse_message(description) if ramp_hooks is not None else None
+        if collapse is not None:
+            self.log(f"WARNING: {collapse}")
+            self.notes.append(collapse)
+        return result
 
     def evaluate(self, model: nn.Module, attacks: list[Attack], label: str) -> EvaluationReport:
         """Test-split report; certified accuracies (and IBP's unstable-ReLU share) go to extras."""
@@ -133,7 +151,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     budget = epoch_budget(config)
     log(f"[1/6] data: {config.dataset}")
     start = time.perf_counter()
-    session = _open_session(config)
+    session = _open_session(config, log)
     eval_attacks = [
         build_attack(name, config.eps, config.eval_attack_steps, session.splits.num_classes)
         for name in config.eval_attacks
@@ -144,22 +162,31 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     log(f"[2/6] {config.train} pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
     model = build_model(config, session.splits).to(session.device)
     check_classifier_output(model, session.example, session.splits.num_classes)
+    if config.train == "certified":
+        prepare_certified(model, session.example, config)
+    rewind_epoch = config.rewind_epoch
+    if rewind_epoch == 0 and not (config.resume and snapshot_path(out_dir, 0).is_file()):
+        save_initial(model, out_dir)
     with session.timed("pretrain"):
-        session.train(model, config.pretrain_epochs, config.pretrain_lr, "pretrain.pt", "pre-train", ramp=True)
+        session.train(model, config.pretrain_epochs, config.pretrain_lr, "pretrain.pt", "pre-train", ramp=True,
+                      snapshot_epoch=rewind_epoch)
         save_checkpoint({"model": model.state_dict()}, out_dir / "dense.pt")
+    rewind_state = None if rewind_epoch is None else load_snapshot(out_dir, rewind_epoch, session.device)
 
     unit = "channels" if config.mode == "channel" else "weights"
     rounds = f" in {config.prune_rounds} geometric rounds" if config.prune_rounds > 1 else ""
-    log(f"[3/6] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance")
+    rewinding = "" if rewind_epoch is None else f", survivors rewound to {config.rewind} after each round"
+    log(f"[3/6] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance{rewinding}")
     pruned = copy.deepcopy(model)
     importance = build_importance(config, pruned, session.train_loader)
     with session.timed("prune"):
-        prune_history, masks = _prune(session, pruned, importance)
+        prune_history, masks = _prune(session, pruned, importance, rewind_state)
         check_classifier_output(pruned, session.example, session.splits.num_classes)
 
     log(f"[4/6] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
     with session.timed("finetune"):
-        session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune")
+        session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune",
+                      ramp=rewind_state is not None)
         fitted = isinstance(importance, HarpImportance) and importance.fitted  # channel mode; masks carry their own
         learned = importance.learned_kept_fractions() if fitted else None
         save_pruned(pruned, out_dir / "pruned.pt", masks=masks, learned_ratios=learned, metadata={
@@ -183,10 +210,10 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         with session.timed("latency"):
             latency = compare_latency(model, pruned, session.example, config.latency_batches,
                                       repeats=config.latency_repeats, warmup=2)
-    notes = [] if prune_history is None else [
+    notes = session.notes + ([] if prune_history is None else [
         f"{config.method} scores trained for {len(prune_history.history)} epochs; "
         f"selected epoch {prune_history.best_epoch} on validation"
-    ]
+    ])
     notes.append(
         f"dense, same budget: the dense model trained {budget.extra} more epochs (one phase at the fine-tune "
         f"learning rate), {budget.pruned} in all like the pruned model; compare the pruned model with it"
@@ -216,7 +243,7 @@ def _load_splits(config: RunConfig) -> DataSplits:
     return load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
 
 
-def _open_session(config: RunConfig) -> _Session:
+def _open_session(config: RunConfig, log: Callable[[str], None]) -> _Session:
     device = resolve_device(config.device)
     splits = _load_splits(config)
     train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
@@ -233,11 +260,18 @@ def _open_session(config: RunConfig) -> _Session:
             else build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps)
         ),
         val_attack=pgd(config.eps, steps=config.val_attack_steps),
+        log=log,
     )
 
 
-def _prune(session: _Session, model: nn.Module, importance: Any) -> tuple[TrainResult | None, MaskSet | None]:
-    """Channels removed through tp.MetaPruner, or fine-grained masks attached and trained."""
+def _prune(
+    session: _Session, model: nn.Module, importance: Any, rewind_state: dict[str, torch.Tensor] | None
+) -> tuple[TrainResult | None, MaskSet | None]:
+    """Channels removed through tp.MetaPruner, or fine-grained masks attached and trained.
+
+    With ``rewind_state`` the surviving weights go back to it after every round (under the
+    masks in fine-grained mode), and retraining ramps ε again as training from it did.
+    """
     config = session.config
     prune_config = TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr)
     common = dict(val_attack=session.val_attack, progress=config.progress)
@@ -247,8 +281,9 @@ def _prune(session: _Session, model: nn.Module, importance: Any) -> tuple[TrainR
             train_loader=session.train_loader, val_loader=session.val_loader, prune=prune_config,
             rounds=config.prune_rounds, between_rounds=lambda k: session.train(
                 model, config.finetune_epochs, config.finetune_lr, f"finetune-round{k + 1}.pt",
-                f"fine-tune round {k + 1}/{config.prune_rounds}",
+                f"fine-tune round {k + 1}/{config.prune_rounds}", ramp=rewind_state is not None,
             ),
+            rewinder=None if rewind_state is None else WeightRewinder(model, rewind_state),
             **common,
         )
         return history, None
@@ -257,6 +292,8 @@ def _prune(session: _Session, model: nn.Module, importance: Any) -> tuple[TrainR
         model, masks, session.loss, session.train_loader, session.val_loader, prune_config,
         gamma=importance.gamma, **common,
     )
+    if rewind_state is not None:
+        WeightRewinder(model, rewind_state).rewind()
     return history, masks
 
 
@@ -291,11 +328,22 @@ def build_importance(config: RunConfig, model: nn.Module, calibration: DataLoade
 
 
 def certified_loss(config: RunConfig, ramp_over_epochs: int) -> CertifiedLoss:
-    """CROWN-IBP (or IBP) certified loss; ε is 0 for 20% of the epochs, then ramps over 50%."""
+    """The certified loss of ``config``: ε is 0 for the ``certified_warmup`` share of
+    ``ramp_over_epochs``, then ramps over the ``certified_ramp`` share (0 epochs: full ε at once)."""
     return CertifiedLoss(
         config.eps, method=config.certified_method,
-        warmup_epochs=0.2 * ramp_over_epochs, ramp_epochs=0.5 * ramp_over_epochs,
+        warmup_epochs=config.certified_warmup * ramp_over_epochs, ramp_epochs=config.certified_ramp * ramp_over_epochs,
+        warmup_weight=config.certified_regulariser, kappa=config.certified_kappa,
     )
+
+
+def prepare_certified(model: nn.Module, example: torch.Tensor, config: RunConfig) -> None:
+    """Before any certified training: fail now if the engine cannot bound ``model`` (its
+    error names the layer), then apply the IBP initialisation unless ``certified_init`` is 'default'."""
+    with eval_mode(model), torch.no_grad():
+        compute_bounds(model, example, config.eps, method=config.certified_method)
+    if config.certified_init == "ibp":
+        ibp_initialise(model)
 
 
 def build_loss(name: str, **options: Any) -> TrainingLoss:

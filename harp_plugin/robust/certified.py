@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from harp_plugin.bounds.engine import BoundResult, compute_bounds
 from harp_plugin.bounds.graph import build_graph
 from harp_plugin.bounds.operators import BoundOp, batch_norm_op
-from harp_plugin.bounds.spec import check_eps
+from harp_plugin.bounds.spec import check_eps, input_box
 from harp_plugin.bounds.stability import channel_scores
+from harp_plugin.robust.certified_warmup import input_radius, relu_balance_loss, tightness_loss
 from harp_plugin.robust.hooks import EpochRecord, TrainingHooks
 
 POWER_PHASE = 0.4
@@ -105,23 +106,39 @@ def stability_penalty(model: nn.Module, bounds: BoundResult, mode: str = "nrs") 
 
 
 class CertifiedLoss:
-    """IBP or CROWN-IBP certified loss with the ε ramp, plus an optional RS/NRS term.
+    """IBP or CROWN-IBP certified loss with the ε ramp, plus optional regularisers.
 
-    CROWN-IBP mixes the margin bounds as κ·CROWN-IBP + (1 − κ)·IBP, κ = (ε_max − ε)/ε_max.
-    At ε = 0 the bound is exact, so the loss is the clean cross-entropy.
+    CROWN-IBP mixes the margin bounds as w·CROWN-IBP + (1 − w)·IBP with
+    w = κ + (1 − κ)·(1 − ε/ε_max): all CROWN-IBP at ε = 0, down to ``kappa`` at the full ε.
+    At ε = 0 the bound is exact, so the loss is the clean cross-entropy. ``warmup_weight``
+    λ adds Shi et al.'s tightness and ReLU-balance regularisers with weight λ·(1 − ε/ε_max)
+    while ε ramps (:mod:`harp_plugin.robust.certified_warmup`); ``stability_weight`` adds RS/NRS.
+    ``schedule`` replaces the ramp given by ``warmup_epochs``/``ramp_epochs``; it may not
+    end above ``eps``.
     """
 
     def __init__(
         self, eps: float, method: str = "crown-ibp", warmup_epochs: float = 10, ramp_epochs: float = 50,
         stability_weight: float = 0.0, stability_mode: str = "nrs", lower: float = 0.0, upper: float = 1.0,
+        warmup_weight: float = 0.0, kappa: float = 0.0, schedule: Optional[EpsilonSchedule] = None,
     ) -> None:
         if method not in ("ibp", "crown-ibp"):
             raise ValueError(f"certified training supports 'ibp' and 'crown-ibp', not {method!r}")
-        self.schedule = EpsilonSchedule(eps, warmup_epochs, ramp_epochs)
+        if warmup_weight < 0 or stability_weight < 0:
+            raise ValueError(f"regulariser weights must be >= 0, got warmup_weight={warmup_weight}, "
+                             f"stability_weight={stability_weight}")
+        if not 0.0 <= kappa <= 1.0:
+            raise ValueError(f"kappa (CROWN-IBP's share of the bound at the full eps) must be in [0, 1], got {kappa}")
+        eps = check_eps(eps)
+        if schedule is not None and schedule.eps_max > eps:
+            raise ValueError(f"the eps schedule ends at {schedule.eps_max}, above the certified eps {eps}")
+        self.schedule = schedule if schedule is not None else EpsilonSchedule(eps, warmup_epochs, ramp_epochs)
         self.method, self.stability_weight, self.stability_mode = method, stability_weight, stability_mode
+        self.warmup_weight, self.kappa = warmup_weight, kappa
         self.name = f"certified-{method}"
         self.lower, self.upper = lower, upper
         self.eps_now = self.schedule.eps_max
+        self.num_classes: Optional[int] = None
 
     def set_progress(self, epoch: int, batch: int, batches_per_epoch: int) -> float:
         """Move the ramp to ``epoch + batch / batches_per_epoch``; returns the ε now in use."""
@@ -130,18 +147,25 @@ class CertifiedLoss:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         with batch_statistics(model, x) as (logits, overrides):
+            self.num_classes = logits.shape[1]
             if self.eps_now == 0 and self.stability_weight == 0:
                 return F.cross_entropy(logits, y)
             kwargs = dict(y=y, lower=self.lower, upper=self.upper, overrides=overrides)
             ibp = compute_bounds(model, x, self.eps_now, method="ibp", **kwargs)
             lower = ibp.lower
-            kappa = 1.0 - self.eps_now / self.schedule.eps_max if self.schedule.eps_max else 0.0
-            if self.method == "crown-ibp" and kappa > 0:
+            progress = self.eps_now / self.schedule.eps_max if self.schedule.eps_max else 1.0
+            crown_share = self.kappa + (1 - self.kappa) * (1 - progress)
+            if self.method == "crown-ibp" and crown_share > 0:
                 crown = compute_bounds(model, x, self.eps_now, method="crown-ibp", intersect=False, **kwargs)
-                lower = kappa * crown.lower + (1 - kappa) * lower
+                lower = crown_share * crown.lower + (1 - crown_share) * lower
             loss = margin_cross_entropy(lower)
             if self.stability_weight:
                 loss = loss + self.stability_weight * stability_penalty(model, ibp, self.stability_mode)
+            fading = self.warmup_weight * (1 - progress)
+            if fading > 0 and self.eps_now > 0:
+                reference = input_radius(model, input_box(x, self.eps_now, self.lower, self.upper))
+                regulariser = tightness_loss(ibp.preactivations, reference) + relu_balance_loss(ibp.preactivations)
+                loss = loss + fading * regulariser
             return loss
 
 
@@ -161,15 +185,38 @@ class StabilityRegulariser:
         return self.weight * stability_penalty(model, bounds, self.mode)
 
 
+COLLAPSE_FACTOR = 1.5
+"""Validation accuracy at most this multiple of chance (1/classes) counts as collapsed."""
+
+
 class EpsilonRampHooks(TrainingHooks):
     """For the project's ``fit`` loop (which calls ``set_progress`` itself): logs the ε of each
-    epoch and lets only epochs trained at the full ε be selected as the best checkpoint."""
+    epoch, lets only epochs trained at the full ε be selected as the best checkpoint, and
+    records collapse: an epoch at the full ε whose validation accuracy is at chance (short
+    IBP training can end in a constant classifier that no bound can improve)."""
 
     def __init__(self, loss: CertifiedLoss) -> None:
         self.loss = loss
+        self.collapsed: list[EpochRecord] = []
 
     def on_epoch_end(self, model: nn.Module, record: EpochRecord) -> None:
         record.extras["eps"] = self.loss.eps_now
+        classes = self.loss.num_classes
+        if self.selectable() and classes and record.val_clean_accuracy <= COLLAPSE_FACTOR / classes:
+            self.collapsed.append(record)
 
     def selectable(self) -> bool:
         return self.loss.eps_now >= self.loss.schedule.eps_max
+
+    def collapse_message(self, phase: str) -> Optional[str]:
+        """A sentence for the log and the report when any full-ε epoch collapsed, else None."""
+        if not self.collapsed:
+            return None
+        first = self.collapsed[0]
+        return (
+            f"{phase}: certified training collapsed to a near-constant classifier: validation accuracy "
+            f"{first.val_clean_accuracy:.1%} (chance {1 / self.loss.num_classes:.0%}) after epoch "
+            f"{first.epoch + 1} at the full eps = {self.loss.schedule.eps_max:g} "
+            f"({len(self.collapsed)} such epoch(s)); lengthen the eps ramp, keep the IBP initialisation "
+            f"and warm-up regularisers, or lower the learning rate"
+        )

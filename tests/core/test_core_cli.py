@@ -50,6 +50,11 @@ def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: 
         (["--train", "magic"], "train must be 'adversarial' or 'certified', got 'magic'"),
         (["--prune-rounds", "3", "--method", "harp"], "prune_rounds > 1 needs channel mode and a criterion"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+        (["--rewind", "epoch:5"], "rewind epoch 5 is never saved: pre-training has 1 epochs"),
+        (["--rewind", "sometimes"], "rewind must be 'none', 'init' or 'epoch:K'"),
+        (["--train", "certified", "--certified-kappa", "1.5"], "certified_kappa must be in [0, 1], got 1.5"),
+        (["--train", "certified", "--certified-warmup", "-0.1"], "certified_warmup (-0.1) and certified_ramp"),
+        (["--train", "certified", "--certified-ramp", "0.99"], "must be >= 0 and sum to <= 1"),
     ],
 )
 def test_bad_input_exits_with_one_clear_message(flags, message, tmp_path: Path, capsys) -> None:
@@ -112,3 +117,17 @@ def test_list_shows_every_kind(capsys) -> None:
     printed = capsys.readouterr().out
     for kind in ("importances", "attacks", "losses", "certifiers", "schedulers", "datasets", "models"):
         assert f"{kind}:" in printed
+
+
+@pytest.mark.slow
+def test_rewound_survivors_carry_the_saved_epochs_weights(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    flags = ["--pretrain-epochs", "2", "--rewind", "epoch:1", "--prune-rounds", "2", "--finetune-epochs", "0",
+             "--max-train", "256", "--eval-attacks", "fgsm", "--model-width", "4"]
+    assert main(["run", *QUICK, *flags, "--out-dir", str(out)]) == 0
+    load = lambda name: torch.load(out / name, weights_only=True)["model"]["1.0.weight"].flatten(1)  # noqa: E731
+    snapshot, last, pruned = load("rewind-epoch1.pt"), load("pretrain.pt"), load("pruned.pt")
+    assert pruned.shape[0] == 2 < snapshot.shape[0], "half of the first conv's 4 channels were removed"
+    for row in pruned:  # no retraining after the rewind: every survivor is an epoch-1 row, not an epoch-2 one
+        assert (snapshot == row).all(1).any()
+        assert not (last == row).all(1).any()
