@@ -106,20 +106,23 @@ class _Session:
         Adversarial: SGD on ``self.loss``. Certified (methods.md §4): Adam, gradient-norm clip
         8, and — with ``ramp`` — ε held at 0 for the ``certified_warmup`` share of the epochs,
         then ramped to ε_max over the ``certified_ramp`` share; only full-ε epochs may be
-        selected as the best. A collapse to a constant classifier is logged and noted. With
+        selected as the best, on IBP-certified validation accuracy (no validation attack).
+        A collapse to a constant classifier is logged and noted. With
         ``snapshot_epoch`` K > 0 the state after epoch K is saved for ``--rewind epoch:K``.
         """
         loss, ramp_hooks, config = self.loss, None, TrainConfig(epochs=epochs, lr=lr)
+        val_attack = self.val_attack
         if self.config.train == "certified":
             loss = certified_loss(self.config, epochs if ramp else 0)
-            ramp_hooks = EpsilonRampHooks(loss)
+            ramp_hooks = EpsilonRampHooks(loss, self.val_loader)
+            val_attack = None  # selection by IBP-certified validation accuracy instead
             config = TrainConfig(epochs=epochs, lr=self.config.certified_lr, optimizer="adam",
                                  weight_decay=0.0, grad_clip=8.0)
         hooks = ramp_hooks
         if snapshot_epoch:
             hooks = EpochSnapshot(snapshot_epoch, snapshot_path(Path(self.config.out_dir), snapshot_epoch), ramp_hooks)
         result = fit(
-            model, loss, self.train_loader, self.val_loader, config, val_attack=self.val_attack,
+            model, loss, self.train_loader, self.val_loader, config, val_attack=val_attack,
             hooks=hooks, checkpoint_path=Path(self.config.out_dir) / checkpoint, resume=self.config.resume,
             device=self.device, progress=self.config.progress, description=description,
         )

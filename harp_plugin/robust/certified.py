@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from harp_plugin.bounds.graph import build_graph
 from harp_plugin.bounds.operators import BoundOp, batch_norm_op
 from harp_plugin.bounds.spec import check_eps, input_box
 from harp_plugin.bounds.stability import channel_scores
+from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.robust.certified_warmup import input_radius, relu_balance_loss, tightness_loss
 from harp_plugin.robust.hooks import EpochRecord, TrainingHooks
 
@@ -193,14 +194,25 @@ class EpsilonRampHooks(TrainingHooks):
     """For the project's ``fit`` loop (which calls ``set_progress`` itself): logs the ε of each
     epoch, lets only epochs trained at the full ε be selected as the best checkpoint, and
     records collapse: an epoch at the full ε whose validation accuracy is at chance (short
-    IBP training can end in a constant classifier that no bound can improve)."""
+    IBP training can end in a constant classifier that no bound can improve).
 
-    def __init__(self, loss: CertifiedLoss) -> None:
-        self.loss = loss
+    With ``val_loader``, every full-ε epoch is scored by its IBP-certified accuracy on it at
+    the full ε: that becomes the epoch's robust validation accuracy, so the best checkpoint is
+    the most certifiable one (give ``fit`` no ``val_attack`` then: the attack would be wasted).
+    """
+
+    def __init__(self, loss: CertifiedLoss, val_loader: Optional[Iterable[tuple[Tensor, Tensor]]] = None) -> None:
+        self.loss, self.val_loader = loss, val_loader
         self.collapsed: list[EpochRecord] = []
 
     def on_epoch_end(self, model: nn.Module, record: EpochRecord) -> None:
         record.extras["eps"] = self.loss.eps_now
+        if self.val_loader is not None and self.selectable():
+            record.val_robust_accuracy = certified_accuracy(
+                model, self.val_loader, self.loss.schedule.eps_max, method="ibp", progress=False,
+                lower=self.loss.lower, upper=self.loss.upper,
+            ).certified_accuracy
+            record.extras["val IBP-certified"] = record.val_robust_accuracy
         classes = self.loss.num_classes
         if self.selectable() and classes and record.val_clean_accuracy <= COLLAPSE_FACTOR / classes:
             self.collapsed.append(record)

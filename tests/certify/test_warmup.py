@@ -117,3 +117,16 @@ def test_collapse_to_chance_at_full_eps_is_detected_and_described() -> None:
     hooks.on_epoch_end(nn.Identity(), EpochRecord(4, 2.3, 0.11, None, 1e-3))
     message = hooks.collapse_message("pre-train")
     assert message is not None and "collapsed" in message and "11.0%" in message and "epoch 5" in message
+
+
+def test_full_eps_epochs_are_scored_by_certified_validation_accuracy() -> None:
+    torch.manual_seed(0)
+    model = sequential_net(0).eval()
+    loss = CertifiedLoss(0.0, method="ibp")  # at eps = 0 the bounds are exact: certified = correct
+    hooks = EpsilonRampHooks(loss, val_loader=[(X, Y)])
+    record = EpochRecord(0, 1.0, 0.5, None, 1e-3)
+    hooks.on_epoch_end(model, record)
+    with torch.no_grad():
+        correct = (model(X).argmax(1) == Y).float().mean().item()
+    assert record.val_robust_accuracy == pytest.approx(correct)
+    assert record.extras["val IBP-certified"] == pytest.approx(correct)
