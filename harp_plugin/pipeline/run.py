@@ -189,7 +189,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     log(f"[4/6] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
     with session.timed("finetune"):
         session.train(pruned, config.finetune_epochs, config.finetune_lr, "finetune.pt", "fine-tune",
-                      ramp=rewind_state is not None)
+                      ramp=config.rewinds_before_full_eps)
         fitted = isinstance(importance, HarpImportance) and importance.fitted  # channel mode; masks carry their own
         learned = importance.learned_kept_fractions() if fitted else None
         save_pruned(pruned, out_dir / "pruned.pt", masks=masks, learned_ratios=learned, metadata={
@@ -231,7 +231,7 @@ def load_run_model(
     structure record, masks folded) and its test loader."""
     if which not in ("dense", "pruned"):
         raise ValueError(f"which must be 'dense' or 'pruned', got {which!r}")
-    splits = _load_splits(config)
+    splits = load_splits(config)
     model = build_model(config, splits).to(device)
     checkpoint = Path(run_dir) / f"{which}.pt"
     if which == "pruned":
@@ -241,14 +241,15 @@ def load_run_model(
     return model, make_loaders(splits, config.batch_size, seed=config.seed)[2]
 
 
-def _load_splits(config: RunConfig) -> DataSplits:
+def load_splits(config: RunConfig) -> DataSplits:
+    """The run's dataset splits (seeded, with its caps on training and evaluation images)."""
     caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
     return load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
 
 
 def _open_session(config: RunConfig, log: Callable[[str], None]) -> _Session:
     device = resolve_device(config.device)
-    splits = _load_splits(config)
+    splits = load_splits(config)
     train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
     return _Session(
         config=config,
@@ -273,7 +274,7 @@ def _prune(
     """Channels removed through tp.MetaPruner, or fine-grained masks attached and trained.
 
     With ``rewind_state`` the surviving weights go back to it after every round (under the
-    masks in fine-grained mode), and retraining ramps ε again as training from it did.
+    masks in fine-grained mode); retraining ramps ε again when that state predates the full ε.
     """
     config = session.config
     prune_config = TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr)
@@ -284,7 +285,7 @@ def _prune(
             train_loader=session.train_loader, val_loader=session.val_loader, prune=prune_config,
             rounds=config.prune_rounds, between_rounds=lambda k: session.train(
                 model, config.finetune_epochs, config.finetune_lr, f"finetune-round{k + 1}.pt",
-                f"fine-tune round {k + 1}/{config.prune_rounds}", ramp=rewind_state is not None,
+                f"fine-tune round {k + 1}/{config.prune_rounds}", ramp=config.rewinds_before_full_eps,
             ),
             rewinder=None if rewind_state is None else WeightRewinder(model, rewind_state),
             **common,

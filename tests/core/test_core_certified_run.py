@@ -32,3 +32,12 @@ def test_certified_defaults_differ_from_adversarial_ones_and_are_stated() -> Non
     assert (certified.model, certified.pretrain_epochs) == ("certified-cnn", 20)
     assert (adversarial.model, adversarial.pretrain_epochs, adversarial.finetune_epochs) == ("small-cnn", 3, 2)
     assert RunConfig(train="certified", model="small-cnn").model == "small-cnn", "an explicit choice wins"
+
+
+def test_retraining_ramps_eps_again_only_after_rewinding_to_before_the_full_eps() -> None:
+    # 20 epochs, eps = 0 for 5% (1 epoch), then the ramp over 50% (10): full eps from epoch 11
+    assert RunConfig(train="certified", rewind="epoch:10").rewinds_before_full_eps
+    assert not RunConfig(train="certified", rewind="epoch:11").rewinds_before_full_eps
+    assert RunConfig(train="certified", rewind="init").rewinds_before_full_eps
+    assert not RunConfig(train="certified").rewinds_before_full_eps, "no rewinding"
+    assert not RunConfig(rewind="init").rewinds_before_full_eps, "adversarial training has no eps ramp"
