@@ -90,12 +90,12 @@ def main() -> None:
     parser.add_argument("--json", help="write every run's figures here (rewritten after each run)")
     args = parser.parse_args()
     rows: list[dict] = []
-    for seed in args.seeds:
-        template = None
-        for ratio in args.ratios:
+    templates: dict[int, Path] = {}  # per seed: the run whose dense checkpoints the others resume
+    for ratio in args.ratios:  # every seed at one ratio before the next: partial results stay usable
+        for seed in args.seeds:
             for method in args.methods:
-                row = run_one(args, seed, method, ratio, template)
-                template = template or Path(row["out"])
+                row = run_one(args, seed, method, ratio, templates.get(seed))
+                templates.setdefault(seed, Path(row["out"]))
                 rows.append(row)
                 if args.json:
                     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -125,8 +125,8 @@ def test_rewound_survivors_carry_the_saved_epochs_weights(tmp_path: Path) -> Non
     flags = ["--pretrain-epochs", "2", "--rewind", "epoch:1", "--prune-rounds", "2", "--finetune-epochs", "0",
              "--max-train", "256", "--eval-attacks", "fgsm", "--model-width", "4"]
     assert main(["run", *QUICK, *flags, "--out-dir", str(out)]) == 0
-    load = lambda name: torch.load(out / name, weights_only=True)["model"]["1.0.weight"].flatten(1)  # noqa: E731
-    snapshot, last, pruned = load("rewind-epoch1.pt"), load("pretrain.pt"), load("pruned.pt")
+    load = lambda name, key="model": torch.load(out / name, weights_only=True)[key]["1.0.weight"].flatten(1)  # noqa: E731
+    snapshot, last, pruned = load("rewind-epoch1.pt"), load("pretrain.pt"), load("pruned.pt", "state")
     assert pruned.shape[0] == 2 < snapshot.shape[0], "half of the first conv's 4 channels were removed"
     for row in pruned:  # no retraining after the rewind: every survivor is an epoch-1 row, not an epoch-2 one
         assert (snapshot == row).all(1).any()
