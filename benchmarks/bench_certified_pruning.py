@@ -52,6 +52,7 @@ def run_one(args, seed: int, method: str, ratio: float, template: Path | None) -
     start = time.perf_counter()
     report = run(config, log=lambda line: print(f"  seed {seed} {method} {ratio:.0%}: {line}", flush=True)).to_dict()
     return {"seed": seed, "method": method, "ratio": ratio, "seconds": time.perf_counter() - start,
+            "phase_seconds": report["seconds"],
             "epochs": report["epochs"], "notes": report["notes"],
             "models": {k: report[k] for k in ("dense", "dense_same_budget", "pruned")}, "out": str(out)}
 

@@ -33,8 +33,9 @@ def main() -> None:
     torch.manual_seed(config.seed)
     splits = load_splits(config)
     train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
+    example = next(iter(val_loader))[0][:2]  # before the model, as run() does: same random draws
     model = build_model(config, splits)
-    prepare_certified(model, next(iter(val_loader))[0][:2], config)
+    prepare_certified(model, example, config)
     loss = certified_loss(config, config.pretrain_epochs)
     hooks = EpsilonRampHooks(loss, val_loader)
     wall, cpu = time.perf_counter(), time.process_time()

@@ -72,7 +72,7 @@ def write_run_report(report, out_dir: Path) -> dict[str, Path]:
         f"# harp-plugin run: {config['method']} pruning of {config['model']} on {config['dataset']}",
         "",
         f"Pruning ratio {config['pruning_ratio']:.0%} of {'channels' if config['mode'] == 'channel' else 'weights'}, eps = {config['eps']}, "
-        f"training loss {config['train_loss']}, seed {config['seed']}, device {report.device}.",
+        f"training loss {_training_loss(config)}, seed {config['seed']}, device {report.device}.",
         "",
         format_markdown(comparison_rows(report.columns(), report.epochs), tuple(report.columns())),
         "",
@@ -86,3 +86,9 @@ def write_run_report(report, out_dir: Path) -> dict[str, Path]:
     if plot is not None:
         written["plot"] = plot
     return written
+
+
+def _training_loss(config: dict) -> str:
+    if config.get("train") == "certified":
+        return f"certified-{config['certified_method']}"
+    return config["train_loss"]
