@@ -17,7 +17,7 @@ import time
 import torch
 
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.cli.main import add_config_flags
+from harp_plugin.cli.flags import add_setting_flags
 from harp_plugin.data import make_loaders
 from harp_plugin.pipeline.config import build_config
 from harp_plugin.pipeline.run import load_splits, build_model, certified_loss, prepare_certified
@@ -27,7 +27,7 @@ from harp_plugin.robust.training import TrainConfig, fit
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser)
+    add_setting_flags(parser)
     values = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
     config = build_config(values, train="certified")
     torch.manual_seed(config.seed)

@@ -53,8 +53,8 @@ def test_main_job_runs_end_to_end_and_writes_its_report(tmp_path: Path, capsys: 
         (["--rewind", "epoch:5"], "rewind epoch 5 is never saved: pre-training has 1 epochs"),
         (["--rewind", "sometimes"], "rewind must be 'none', 'init' or 'epoch:K'"),
         (["--train", "certified", "--certified-kappa", "1.5"], "certified_kappa must be in [0, 1], got 1.5"),
-        (["--train", "certified", "--certified-warmup", "-0.1"], "certified_warmup (-0.1) and certified_ramp"),
-        (["--train", "certified", "--certified-ramp", "0.99"], "must be >= 0 and sum to <= 1"),
+        (["--train", "certified", "--certified-warmup", "-0.1"], "certified_warmup must be in [0, 1], got -0.1"),
+        (["--train", "certified", "--certified-ramp", "0.99"], "certified_warmup (0.05) + certified_ramp (0.99) must be <= 1"),
     ],
 )
 def test_bad_input_exits_with_one_clear_message(flags, message, tmp_path: Path, capsys) -> None:
