@@ -14,8 +14,6 @@ from harp_plugin.robust.certified import CertifiedLoss
 from harp_plugin.robust.training import TrainConfig
 from harp_plugin.schedulers import IncrementalGamma
 
-from conftest import tiny_cnn
-
 
 def _data() -> tuple[DataLoader, DataLoader]:
     generator = torch.Generator().manual_seed(0)
@@ -24,9 +22,8 @@ def _data() -> tuple[DataLoader, DataLoader]:
     return DataLoader(TensorDataset(x, y), batch_size=16), DataLoader(TensorDataset(x[:16], y[:16]), batch_size=16)
 
 
-def test_certified_bounds_reach_the_channel_scores_through_the_gates() -> None:
-    torch.manual_seed(0)
-    model = tiny_cnn()
+def test_certified_bounds_reach_the_channel_scores_through_the_gates(sequential) -> None:
+    model = sequential
     x, y = next(iter(_data()[0]))
     masks = attach_masks(model, 0.5, mode="channel", method="harp", example_inputs=x[:2], ignored_layers=[model[9]])
     grads = {}
@@ -38,9 +35,8 @@ def test_certified_bounds_reach_the_channel_scores_through_the_gates() -> None:
     assert not torch.allclose(grads[0.0], grads[0.05]), "the bounds (not only the clean logits) shape the gradient"
 
 
-def test_harp_fit_with_a_certified_loss_feeds_metapruner() -> None:
-    torch.manual_seed(0)
-    model = tiny_cnn()
+def test_harp_fit_with_a_certified_loss_feeds_metapruner(sequential) -> None:
+    model = sequential
     train, val = _data()
     example = torch.rand(1, 1, 12, 12)
     imp = HarpImportance(0.5, "harp", kept_init=0.6, gamma=IncrementalGamma(2.0, period=0.5))
