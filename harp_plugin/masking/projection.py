@@ -55,7 +55,7 @@ def project_onto_budget(masks: MaskSet, budget: float | None = None) -> Projecti
     def counts_at(offset: float) -> dict[str, int]:
         counts = dict(fixed)
         for name, mask in learned.items():
-            kept = floors[name] + (1.0 - floors[name]) / (1.0 + math.exp(-(logits[name] + offset)))
+            kept = floors[name] + (1.0 - floors[name]) * _sigmoid(logits[name] + offset)
             counts[name] = mask.count_for(kept)
         return counts
 
@@ -73,6 +73,13 @@ def project_onto_budget(masks: MaskSet, budget: float | None = None) -> Projecti
     for name, mask in learned.items():
         mask.fix_count(counts[name])
     return Projection(low, counts, masks.cost_fraction(counts), budget)
+
+
+def _sigmoid(z: float) -> float:
+    """σ(z) without overflow for any finite z (learned logits can be far apart)."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    return math.exp(z) / (1.0 + math.exp(z))
 
 
 def check_feasible(masks: MaskSet, budget: float) -> None:
