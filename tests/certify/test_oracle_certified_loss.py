@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harp_plugin.certify import margin_matrix
-from harp_plugin.certify.losses import CertifiedLoss, EpsilonSchedule
+from harp_plugin.certify.losses import CertifiedLoss, EpsilonRampHooks, EpsilonSchedule, StabilityRegulariser
 from reference_bounds import ReferenceBounds, random_mlp
 
 X = torch.rand(4, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -41,11 +41,11 @@ def test_eps_is_zero_through_warmup_then_ramps_by_batch_and_stays_at_the_maximum
     assert loss.set_progress(9, 0, 10) == pytest.approx(0.3)
 
 
-def reference_loss(model: nn.Sequential, eps: float, kappa: float) -> torch.Tensor:
+def reference_loss(model: nn.Sequential, eps: float, kappa: float, lower: float = 0.0, upper: float = 1.0) -> torch.Tensor:
     """Mean over the batch of log(1 + Σ_j exp(−m_j)), m = κ·CROWN-IBP + (1 − κ)·IBP margins."""
     values = []
     for i in range(X.shape[0]):
-        box = ((X[i] - eps).clamp(min=0), (X[i] + eps).clamp(max=1))
+        box = ((X[i] - eps).clamp(min=lower), (X[i] + eps).clamp(max=upper))
         C = margin_matrix(Y[i:i + 1], 3).double()[0]
         ibp = ReferenceBounds(model, *box, "ibp", True).output(C, "ibp", True)[0]
         crown_ibp = ReferenceBounds(model, *box, "crown-ibp", False).output(C, "crown-ibp", False)[0]
@@ -73,6 +73,73 @@ def test_ibp_loss_and_crown_ibp_at_full_eps_are_the_ibp_margin_loss() -> None:
         loss = CertifiedLoss(0.2, method=method, warmup_epochs=0, ramp_epochs=1)
         loss.set_progress(1, 0, 10)
         torch.testing.assert_close(loss(model, X, Y), expected, atol=1e-9, rtol=1e-9)
+    mid_ramp = CertifiedLoss(0.5, method="ibp", warmup_epochs=0, ramp_epochs=1)
+    eps = mid_ramp.set_progress(0, 1, 2)
+    torch.testing.assert_close(mid_ramp(model, X, Y), reference_loss(model, eps, 0.0), atol=1e-9, rtol=1e-9)
+
+
+def test_the_data_domain_of_the_loss_is_configurable() -> None:
+    model = random_mlp(7, widths=(2, 8, 8, 3))
+    loss = CertifiedLoss(0.5, method="crown-ibp", warmup_epochs=0, ramp_epochs=1, lower=-1.0, upper=2.0)
+    eps = loss.set_progress(0, 1, 2)
+    expected = reference_loss(model, eps, 1 - eps / 0.5, lower=-1.0, upper=2.0)
+    assert abs(expected - reference_loss(model, eps, 1 - eps / 0.5)) > 1e-3
+    torch.testing.assert_close(loss(model, X, Y), expected, atol=1e-9, rtol=1e-9)
+
+
+def test_during_warmup_the_loss_is_the_clean_cross_entropy() -> None:
+    model = random_mlp(7, widths=(2, 8, 8, 3))
+    loss = CertifiedLoss(0.2, warmup_epochs=1, ramp_epochs=1)
+    assert loss.set_progress(0, 3, 4) == 0.0
+    log_probs = model(X) - model(X).exp().sum(1, keepdim=True).log()
+    torch.testing.assert_close(loss(model, X, Y), -log_probs[torch.arange(4), Y].mean())
+
+
+def reference_rs_penalty(model: nn.Sequential, eps: float, lower: float = 0.0, upper: float = 1.0) -> torch.Tensor:
+    """L_RS = −mean over all hidden channels of the batch mean of tanh(1 + l·u) (IBP bounds)."""
+    per_sample = []
+    for i in range(X.shape[0]):
+        box = ((X[i] - eps).clamp(min=lower), (X[i] + eps).clamp(max=upper))
+        pre = ReferenceBounds(model, *box, "ibp", True).pre
+        per_sample.append(torch.cat([torch.tanh(1 + low * high) for low, high in pre]))
+    return -torch.stack(per_sample).mean(0).mean()
+
+
+def test_stability_term_adds_weight_times_the_rs_penalty() -> None:
+    model = random_mlp(7, widths=(2, 8, 8, 3))
+    penalty = reference_rs_penalty(model, 0.1)
+    plain = CertifiedLoss(0.1, method="ibp", warmup_epochs=0, ramp_epochs=0)
+    regularised = CertifiedLoss(0.1, method="ibp", warmup_epochs=0, ramp_epochs=0, stability_weight=0.5)
+    torch.testing.assert_close(regularised(model, X, Y) - plain(model, X, Y), 0.5 * penalty, atol=1e-9, rtol=1e-9)
+    regulariser = StabilityRegulariser(0.1, mode="rs", weight=0.3)
+    torch.testing.assert_close(regulariser(model, X), 0.3 * penalty, atol=1e-9, rtol=1e-9)
+    wide, wide_penalty = StabilityRegulariser(0.1, mode="rs", weight=1.0, lower=-1.0, upper=2.0), \
+        reference_rs_penalty(model, 0.1, -1.0, 2.0)
+    assert abs(wide_penalty - penalty) > 1e-5
+    torch.testing.assert_close(wide(model, X), wide_penalty, atol=1e-9, rtol=1e-9)
+
+
+def test_defaults_and_bad_settings() -> None:
+    """Defaults of methods.md §4: ε = 0 for 10 epochs, then a 50-epoch ramp."""
+    loss = CertifiedLoss(0.1)
+    assert loss.name == "certified-crown-ibp"
+    assert loss.set_progress(9, 0, 1) == 0.0 and 0 < loss.set_progress(10, 1, 2) < 1e-3
+    assert loss.set_progress(59, 0, 1) < 0.1 and loss.set_progress(60, 0, 1) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="supports 'ibp' and 'crown-ibp', not 'crown'"):
+        CertifiedLoss(0.1, method="crown")
+    for kwargs in ({"warmup_epochs": -1}, {"ramp_epochs": -1}):
+        with pytest.raises(ValueError, match="warmup_epochs and ramp_epochs must be >= 0"):
+            EpsilonSchedule(0.1, **kwargs)
+    with pytest.raises(ValueError, match="the model has no ReLU"):
+        StabilityRegulariser(0.1)(nn.Sequential(nn.Linear(2, 3)).double(), X)
+
+
+def test_an_epoch_at_exactly_the_full_eps_is_selectable() -> None:
+    loss = CertifiedLoss(0.1, warmup_epochs=2, ramp_epochs=0)
+    hooks = EpsilonRampHooks(loss)
+    loss.set_progress(1, 0, 1)
+    assert not hooks.selectable()
+    assert loss.set_progress(2, 0, 1) == 0.1 and hooks.selectable()
 
 
 def bn_net() -> nn.Sequential:
@@ -98,6 +165,8 @@ def test_train_mode_bounds_batch_norm_with_the_batch_statistics(method: str) -> 
     expected = CertifiedLoss(0.1, method=method, warmup_epochs=0, ramp_epochs=1)
     expected.set_progress(0, 1, 2)
     torch.testing.assert_close(loss(model, X, Y), expected(twin, X, Y), atol=1e-9, rtol=1e-9)
+    regulariser = StabilityRegulariser(0.1, mode="nrs", weight=1.0)
+    torch.testing.assert_close(regulariser(model, X), regulariser(twin, X), atol=1e-9, rtol=1e-9)
 
 
 def test_at_a_tiny_eps_the_train_mode_loss_is_the_train_mode_cross_entropy() -> None:

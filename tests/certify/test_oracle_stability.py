@@ -34,12 +34,12 @@ def bn_model() -> nn.Sequential:
     return model.eval()
 
 
-def hand_scores(divide_by: str = "square") -> list[float]:
+def hand_scores(divide_by: str = "square", lower: float = 0.0, upper: float = 1.0) -> list[float]:
     scores = []
     for c in range(2):
         values = []
         for pixel in PIXELS:
-            ends = [max(pixel - EPS, 0.0), min(pixel + EPS, 1.0)]
+            ends = [max(pixel - EPS, lower), min(pixel + EPS, upper)]
             outputs = [GAMMA[c] * (WEIGHT[c] * p + BIAS[c] - MEAN[c]) / math.sqrt(VAR[c] + 1e-5) + BETA[c] for p in ends]
             low, high = min(outputs), max(outputs)
             scale = GAMMA[c] ** 2 if divide_by == "square" else abs(GAMMA[c])
@@ -61,6 +61,41 @@ def test_nrs_scores_match_the_formula_with_gamma_squared() -> None:
     expected, by_abs = hand_scores("square"), hand_scores("abs")
     assert max(abs(a - b) for a, b in zip(expected, by_abs)) > 0.01, "the fixture must tell γ² from |γ|"
     assert scores.tolist() == pytest.approx(expected, abs=1e-7)  # γ² + 1e-8 in the code
+
+
+def test_calibration_batches_pairs_domain_and_the_magnitude_tie_breaker() -> None:
+    """Two (x, y) batches of one pixel each score like one batch of both; magnitude_weight adds
+    w·‖θ_c‖/max‖θ‖ (1×1 conv: |3| and |−2.5| → 1 and 5/6); max_batches stops early."""
+    model = bn_model()
+    pixels = torch.tensor(PIXELS, dtype=torch.float64).view(2, 1, 1, 1)
+    group = conv_group(model, pixels, model[0])
+    pairs = [(pixels[:1], torch.zeros(1)), (pixels[1:], torch.zeros(1))]
+    weighted = StabilityImportance(model, pairs, EPS, magnitude_weight=0.5, dead_penalty=None)(group)
+    expected = [score + 0.5 * norm for score, norm in zip(hand_scores(), (1.0, 2.5 / 3.0))]
+    assert weighted.tolist() == pytest.approx(expected, abs=1e-7)
+    defaults = StabilityImportance(model, pixels, EPS)(group)
+    assert defaults.tolist() == pytest.approx([s + 1e-3 * n for s, n in zip(hand_scores(), (1.0, 2.5 / 3.0))], abs=1e-7)
+    wide = StabilityImportance(model, pixels, EPS, magnitude_weight=0.0, dead_penalty=None, lower=-1.0, upper=2.0)
+    assert wide(group).tolist() == pytest.approx(hand_scores(lower=-1.0, upper=2.0), abs=1e-7)
+    first_only = StabilityImportance(model, pairs * 3, EPS, magnitude_weight=0.0, dead_penalty=None, max_batches=1)
+    one = StabilityImportance(model, pixels[:1], EPS, magnitude_weight=0.0, dead_penalty=None)
+    torch.testing.assert_close(first_only(group), one(group))
+    for bad in ([], [torch.empty(0, 1, 1, 1)]):
+        with pytest.raises(ValueError, match="calibration must be a non-empty tensor"):
+            StabilityImportance(model, bad, EPS)
+
+
+def test_a_dead_channel_drops_below_every_live_one_by_the_penalty() -> None:
+    """Channel 0 made dead (BN output ≤ 0 on every ball): its score becomes min(scores) − 1."""
+    model = bn_model()
+    with torch.no_grad():
+        model[1].bias[0] = -50.0
+    pixels = torch.tensor(PIXELS, dtype=torch.float64).view(2, 1, 1, 1)
+    group = conv_group(model, pixels, model[0])
+    naive = StabilityImportance(model, pixels, EPS, magnitude_weight=0.0, dead_penalty=None)(group)
+    assert naive[0] > naive[1], "dead looks stable to plain NRS"
+    penalised = StabilityImportance(model, pixels, EPS, magnitude_weight=0.0, dead_penalty=1.0)(group)
+    assert penalised.tolist() == pytest.approx([float(naive[1]) - 1.0, float(naive[1])], abs=1e-9)
 
 
 X = torch.rand(6, 2, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -67,6 +67,25 @@ def test_masked_model_compression_loss_at_a_uniform_start(kept_init: float, expe
     masks = attach_masks(mlp(), 0.05, kept_init=kept_init, alpha=0.1)
     assert masks.compression_loss().item() == pytest.approx(expected, abs=1e-6)
     assert {n: lc.dense for n, lc in masks.costs.layers.items()} == {"0": 60.0, "2": 200.0, "4": 60.0}
+    assert masks.costs.unit == "parameters"
+
+
+def test_a_full_kept_init_gives_a_finite_rate() -> None:
+    masks = attach_masks(mlp(), 0.05, kept_init=1.0)
+    kept = masks.kept_fractions()
+    assert all(0.99 < float(a) <= 1.0 for a in kept.values())
+    assert torch.isfinite(masks.compression_loss())
+
+
+def test_a_grouped_conv_costs_by_its_own_kept_fraction_only() -> None:
+    """Its input channels are tied to its own outputs, so the producer's fraction is not applied."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    masks = attach_masks(model, 0.5, mode="channel", example_inputs=torch.rand(1, 1, 6, 6))
+    assert masks.costs.unit == "FLOPs"
+    producers = {name: layer.producers for name, layer in masks.costs.layers.items()}
+    assert producers["0"] == () and producers["2"] == () and producers["4"] == ("2",)
 
 
 def loaders() -> tuple[DataLoader, DataLoader]:
