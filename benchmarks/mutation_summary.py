@@ -18,6 +18,8 @@ from pathlib import Path
 EQUIVALENT_RULES = {
     "device (CPU only)": re.compile(r"\.to\(None\)|device=None|device = None|model_device\(None\)"),
     "progress display": re.compile(r"progress(: bool)? ?=|disable=|desc="),
+    "softmax dim of 2-D logits": re.compile(r"softmax\([^)]*(dim=None\)|, \))"),
+    "same value": re.compile(r'float\("-INF"\)|method="(IBP|CROWN-IBP|CROWN)"'),
 }
 MESSAGE_RULE = re.compile(r'(Error|Warning)\(|^\+\s*f?"')
 
@@ -44,8 +46,9 @@ def function_sources(mutated_file: Path) -> dict[str, str]:
 def diff(sources: dict[str, str], mutant: str) -> str:
     """The mutant's changed lines against the original function (what ``mutmut show`` prints)."""
     function = mutant.rsplit(".", 1)[-1]
-    original = sources.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
-    lines = difflib.ndiff(original.splitlines(), sources.get(function, "").splitlines())
+    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+    mutated = sources.get(function, "").replace(function, orig_name, 1)
+    lines = difflib.ndiff(sources.get(orig_name, "").splitlines(), mutated.splitlines())
     return "\n".join(line for line in lines if line.startswith(("+ ", "- ")))
 
 

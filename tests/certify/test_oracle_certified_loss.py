@@ -120,7 +120,7 @@ def test_stability_term_adds_weight_times_the_rs_penalty() -> None:
 
 
 def test_defaults_and_bad_settings() -> None:
-    """Defaults of methods.md §4: ε = 0 for 10 epochs, then a 50-epoch ramp."""
+    """The paper's defaults: ε = 0 for 10 epochs, then a 50-epoch ramp."""
     loss = CertifiedLoss(0.1)
     assert loss.name == "certified-crown-ibp"
     assert loss.set_progress(9, 0, 1) == 0.0 and 0 < loss.set_progress(10, 1, 2) < 1e-3

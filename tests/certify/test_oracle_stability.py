@@ -1,7 +1,7 @@
 """StabilityImportance against its formula on a hand-built BN layer, and its cache.
 
 Score per channel = mean over calibration inputs of tanh(1 + l·u/γ²), where [l, u] bounds the
-BN output on the clipped ε-ball (methods.md §4). Dividing by |γ| instead of γ², or keeping
+BN output on the clipped ε-ball (Li et al., TMLR 2023). Dividing by |γ| instead of γ², or keeping
 scores from before retraining or pruning, gives different numbers here.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_scores_follow_the_bounds(mode: str) -> None:
     scores = StabilityImportance(model, CALIBRATION, eps=0.02, mode=mode, magnitude_weight=0.0, dead_penalty=None)(conv1_group(model))
     low, high = compute_bounds(model, CALIBRATION, 0.02, method="ibp").preactivations["0.3"]
     gamma = model[0][2].weight.detach().view(1, -1, 1, 1)
-    per_neuron = {  # methods.md §4, written out here rather than taken from the scoring code
+    per_neuron = {  # the definitions, written out here rather than taken from the scoring code
         "nrs": torch.tanh(1 + low * high / gamma**2),
         "rs": torch.tanh(1 + low * high),
         "count": 1.0 - ((low < -1e-5) & (high > 1e-5)).float(),

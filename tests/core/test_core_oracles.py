@@ -1,7 +1,7 @@
 """Losses, attacks and model selection checked against answers computed here, from scratch.
 
 * The adversarial losses get a fixed, known x_adv (an ``Attack`` that returns it), so their
-  values can be recomputed from the formulas of methods.md §3: TRADES' KL direction, MART's
+  values can be recomputed from the formulas of the papers: TRADES' KL direction, MART's
   boosted CE and weighted KL, PGD-AT's CE on x_adv.
 * Attacks run on a 1-D threshold classifier whose adversarial examples are known exactly, so
   robust accuracy has an exact expected value strictly below clean accuracy.
