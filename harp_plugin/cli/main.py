@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from harp_plugin import __version__
 from harp_plugin.bounds.backends import BACKENDS
 from harp_plugin.cli import commands
+from harp_plugin.cli.bench import add_bench_parser
 from harp_plugin.cli.flags import add_setting_flags, choices_help, registry_name, setting_type
 from harp_plugin.cli.export import add_export_parser
 from harp_plugin.importance.errors import NotFittedError, TargetNotReachedError
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     certify.set_defaults(handler=commands.certify_command)
 
     add_export_parser(sub, common)
+    add_bench_parser(sub, parents=[common])
 
     listing = sub.add_parser("list", parents=[common], help="list registered components with a one-line description")
     listing.add_argument("kind", nargs="?", choices=KINDS, help="only this kind; default: every kind")

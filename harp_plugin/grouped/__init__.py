@@ -8,6 +8,7 @@ from harp_plugin.grouped.module import GroupedKernelConv2d
 from harp_plugin.grouped.pruner import GroupedKernelPruner, grouped_kernel_pruners
 from harp_plugin.grouped.search import BeamSearch, selection_cost, similarity, snake_groups
 from harp_plugin.grouped.transform import (
+    GroupedKernelPruning,
     LayerPlan,
     grouped_kernel_prune,
     plan_layer,
@@ -19,6 +20,7 @@ __all__ = [
     "BeamSearch",
     "GroupedKernelConv2d",
     "GroupedKernelPruner",
+    "GroupedKernelPruning",
     "LayerPlan",
     "grouped_kernel_prune",
     "grouped_kernel_pruners",

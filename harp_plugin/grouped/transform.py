@@ -115,6 +115,17 @@ def grouped_kernel_prune(
     return plans
 
 
+@dataclass(frozen=True)
+class GroupedKernelPruning:
+    """:func:`grouped_kernel_prune` as a registered transform (``transform(model, kept, example)``)."""
+
+    groups: int = 8
+    search: BeamSearch = BeamSearch()
+
+    def __call__(self, model: nn.Module, kept_fraction: float, example_inputs: Tensor | None = None) -> dict[str, LayerPlan]:
+        return grouped_kernel_prune(model, kept_fraction, self.groups, search=self.search)
+
+
 def restore_grouped_kernels(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
     """Rebuild the GroupedKernelConv2d skeletons a saved state dict describes, in place.
 

@@ -33,6 +33,12 @@ def harp_losses() -> Factories:
 
 
 @hookspec
+def harp_transforms() -> Factories:
+    """Structural pruning transforms that rebuild layers instead of removing channels:
+    ``factory(**kw)`` returns ``transform(model, kept_fraction, example_inputs)`` (in place)."""
+
+
+@hookspec
 def harp_certifiers() -> Factories:
     """Bound-propagation methods used for certified evaluation."""
 
@@ -54,6 +60,7 @@ def harp_models() -> Factories:
 
 KINDS: tuple[str, ...] = (
     "importances",
+    "transforms",
     "attacks",
     "losses",
     "certifiers",

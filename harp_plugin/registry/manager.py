@@ -21,6 +21,7 @@ BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
     "harp_plugin.robust.plugin",
     "harp_plugin.importance.plugin",
     "harp_plugin.certify.plugin",
+    "harp_plugin.grouped.plugin",
 )
 
 
