@@ -32,6 +32,7 @@ from harp_plugin.bench.criteria import Budget, Criterion, PruneContext, model_co
 from harp_plugin.bench.latency import median_latency
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
+from harp_plugin.deploy import load_pruned, read_pruned, save_pruned
 from harp_plugin.grouped import restore_grouped_kernels
 from harp_plugin.pipeline.config import resolve_device
 from harp_plugin.pipeline.run import build_attack, build_loss, build_model
@@ -220,11 +221,11 @@ def _pruned(
     """The pruned model: reloaded if pruning finished before, else pruned now and saved."""
     path = folder / "pruned.pt"
     if path.is_file():
-        saved = load_checkpoint(path, map_location=bench.device)
         model = bench.fresh_model()
-        restore_grouped_kernels(model, saved["model"])
-        load_model_state(model, saved["model"], str(path))
-        entry.kept = dict(saved["kept"])
+        record = read_pruned(path, map_location=bench.device)
+        restore_grouped_kernels(model, record.state)  # layers a transform replaced, then channels removed
+        load_pruned(model, path)
+        entry.kept = dict(record.metadata["kept"])
         bench.log(f"{prefix}: pruned earlier; resuming")
         return model
     bench.log(f"{prefix}: pruning")
@@ -236,7 +237,7 @@ def _pruned(
     entry.seconds["prune"] = time.perf_counter() - start
     before, after = model_cost(dense, bench.example), model_cost(model, bench.example)
     entry.kept = {unit: after[unit] / before[unit] for unit in before}
-    save_checkpoint({"model": model.state_dict(), "kept": entry.kept}, path)
+    save_pruned(model, path, metadata={"kept": entry.kept})
     return model
 
 
