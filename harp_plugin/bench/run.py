@@ -34,7 +34,7 @@ from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.deploy import load_pruned, read_pruned, save_pruned
 from harp_plugin.grouped import restore_grouped_kernels
-from harp_plugin.pipeline.config import resolve_device
+from harp_plugin.pipeline.config import RunConfig, resolve_device
 from harp_plugin.pipeline.run import build_attack, build_loss, build_model
 from harp_plugin.registry import get_registry
 from harp_plugin.reports import write_text_atomic
@@ -123,7 +123,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> list[B
     budgets = [Budget(config.unit, keep) for keep in config.keep]
     context = PruneContext(
         example=bench.example,
-        options={"gamma": IncrementalGamma(), "calibration": bench.train_loader, "eps": config.eps},
+        options={"gamma": IncrementalGamma(RunConfig.gamma0, RunConfig.gamma_period), "calibration": bench.train_loader,
+                 "eps": config.eps},
         remove_options=dict(
             loss=bench.loss(config.finetune), train_loader=bench.train_loader, val_loader=bench.val_loader,
             prune=TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr),
