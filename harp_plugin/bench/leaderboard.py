@@ -136,9 +136,10 @@ def plot_accuracy_vs_budget(entries: Sequence[BenchEntry], path: Path) -> Path |
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
     unit = done[0].unit
     for axis, metric in zip(axes[0], metrics):
-        for criterion in dict.fromkeys(e.criterion for e in done):
+        for index, criterion in enumerate(dict.fromkeys(e.criterion for e in done)):
             points = sorted((e.target, e.metrics[metric]) for e in done if e.criterion == criterion and metric in e.metrics)
-            axis.plot([100 * x for x, _ in points], [100 * y for _, y in points], marker="o", label=criterion)
+            axis.plot([100 * x for x, _ in points], [100 * y for _, y in points], label=criterion,
+                      marker="os^D"[index // 10 % 4], linestyle=("-", "--", ":", "-.")[index // 10 % 4])
         for dense in (e for e in entries if e.kind == "dense" and metric in e.metrics):
             axis.axhline(100 * dense.metrics[metric], color="black", linestyle="--", linewidth=0.8, label="dense")
         axis.set_title(metric)
