@@ -1,25 +1,35 @@
-"""Speed of certification: built-in engine vs auto_LiRPA (when installed), same run, same data.
+"""Speed, memory and agreement of certification: the built-in engine vs auto_LiRPA, side by side
+in one run, on the same batches.
 
-Certified accuracy of mnist5k images at ε = 0.1 on the default CNN (small_cnn) and on
-cifar_model_deep (28×28 variant), with IBP, CROWN-IBP and CROWN. Models are IBP-certified
-trained briefly first (``--train-epochs``), because CROWN's cost grows with the number of
-unstable ReLUs and an untrained network at ε = 0.1 is unstable almost everywhere.
+Models: the default CNN (``small_cnn``) and the deeper ``cifar_model_deep`` (28×28 variant),
+both IBP-certified-trained briefly on mnist5k (``--train-epochs``; CROWN's cost grows with the
+number of unstable ReLUs, and an untrained network at ε = 0.1 is unstable almost everywhere),
+and torchvision's ResNet-18 at 32×32 (untrained, BatchNorm statistics from the data; mnist5k
+padded to 32×32 and repeated to 3 channels), bounded at a small ε.
 
-    python benchmarks/bench_certify.py
+For each model and method: seconds and images/s of both engines and their ratio, the IBP cost
+in plain forward passes of the same batches, the peak memory, the agreement of the bounds
+(IBP: max |difference|; CROWN/CROWN-IBP: margins where the native bound is looser than
+auto_LiRPA's by more than 1e-4 relative) and the certified counts.
+
+    python benchmarks/bench_certify.py --device cpu --resnet-crown-samples 16
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Subset
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
 
-from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.bounds.lirpa import INSTALL_HINT, lirpa_available
+from harp_plugin.bounds import compute_bounds
+from harp_plugin.bounds.lirpa import INSTALL_HINT, LirpaBounds, lirpa_available
 from harp_plugin.data import load_dataset
 from harp_plugin.models import cifar_model_deep, small_cnn
 
@@ -27,55 +37,132 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stability import EPS, train_certified  # noqa: E402
 from machine import add_device_flag, chosen_device, describe  # noqa: E402
 
+Batches = list[tuple[Tensor, Tensor]]
 
-def timed(model: nn.Module, loader: DataLoader, method: str, backend: str) -> tuple[float, float]:
-    """(seconds, certified accuracy) of one certification pass."""
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(run: Callable[[Tensor, Tensor], Optional[Tensor]], batches: Batches, device: torch.device):
+    """(seconds, peak MiB, concatenated outputs) of ``run`` over the batches."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    outputs = []
+    synchronise(device)
     start = time.perf_counter()
-    result = certified_accuracy(model, loader, EPS, method=method, backend=backend, progress=False)
-    return time.perf_counter() - start, result.certified_accuracy
+    with torch.no_grad():
+        for x, y in batches:
+            outputs.append(run(x, y))
+    synchronise(device)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # the process's high-water mark: it only shows peaks above every earlier one
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return seconds, peak, torch.cat(outputs) if outputs[0] is not None else None
+
+
+def lirpa_runner(model: nn.Module, example: Tensor, eps: float, method: str):
+    try:
+        bounded = LirpaBounds(model, example)
+    except Exception as error:  # auto_LiRPA refuses some models; the table says why
+        return None, f"{type(error).__name__}"
+    return (lambda x, y: bounded(x, eps, y, method).lower), ""
+
+
+def compare(name: str, model: nn.Module, batches: Batches, eps: float, methods: list[str], lirpa: bool, device) -> None:
+    images = sum(len(y) for _, y in batches)
+    forward_s, _, _ = measure(lambda x, y: model(x), batches, device)
+    for method in methods:
+        native_s, native_mib, ours = measure(
+            lambda x, y: compute_bounds(model, x, eps, method=method, y=y, intersect=False).lower, batches, device)
+        ours_cert = int((ours > 0).all(1).sum())
+        cells = [name, method, str(images), f"{native_s:.2f}", f"{images / native_s:.1f}", f"{native_mib:.0f}"]
+        cells.append(f"{native_s / forward_s:.2f}" if method == "ibp" else "–")
+        theirs_text, ratio, agreement, counts = "absent", "–", "–", f"{ours_cert}"
+        if lirpa:
+            run, failure = lirpa_runner(model, batches[0][0], eps, method)
+            if run is not None:
+                try:
+                    lirpa_s, lirpa_mib, theirs = measure(run, batches, device)
+                except Exception as error:
+                    run, failure = None, type(error).__name__
+            if run is None:
+                theirs_text = f"fails ({failure})"
+            else:
+                theirs_cert = int((theirs > 0).all(1).sum())
+                theirs_text, ratio = f"{lirpa_s:.2f} ({lirpa_mib:.0f} MiB)", f"{lirpa_s / native_s:.2f}"
+                if method == "ibp":
+                    agreement = f"max diff {(ours - theirs).abs().max().item():.1e}"
+                else:
+                    looser = (ours < theirs - 1e-4 * (1 + theirs.abs())).sum().item()
+                    tighter = (ours > theirs + 1e-4 * (1 + theirs.abs())).sum().item()
+                    agreement = f"looser {looser}, tighter {tighter} of {theirs.numel()}"
+                counts = f"{ours_cert} / {theirs_cert}"
+        cells += [theirs_text, ratio, agreement, counts]
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def batches_of(dataset, count: int, batch_size: int, device, transform=lambda x: x) -> Batches:
+    xs = torch.stack([dataset[i][0] for i in range(count)])
+    ys = torch.tensor([int(dataset[i][1]) for i in range(count)])
+    return [(transform(xs[i:i + batch_size]).to(device), ys[i:i + batch_size].to(device)) for i in range(0, count, batch_size)]
+
+
+def to_rgb32(x: Tensor) -> Tensor:
+    return F.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1000, help="images for IBP and CROWN-IBP")
-    parser.add_argument("--crown-samples", type=int, default=20, help="images for full CROWN (0: skip)")
+    parser.add_argument("--crown-samples", type=int, default=100, help="images for full CROWN (0: skip)")
+    parser.add_argument("--resnet-samples", type=int, default=None, help="images for ResNet-18 IBP / CROWN-IBP (default: --samples)")
+    parser.add_argument("--resnet-crown-samples", type=int, default=0, help="images for ResNet-18 full CROWN (0: skip)")
+    parser.add_argument("--resnet-eps", type=float, default=1e-6)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--train-epochs", type=int, default=6)
+    parser.add_argument("--train-epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     add_device_flag(parser)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     device = chosen_device(parser, args.device)
     torch.manual_seed(args.seed)
     splits = load_dataset("mnist5k", seed=args.seed)
     pool = torch.utils.data.ConcatDataset([splits.test, splits.val, splits.train])
-    loaders = {
-        method: DataLoader(Subset(pool, range(count)), batch_size=args.batch_size)
-        for method, count in (("ibp", args.samples), ("crown-ibp", args.samples), ("crown", args.crown_samples))
-        if count > 0
-    }
+    lirpa = lirpa_available()
+    print(describe(device))
+    print(f"auto_LiRPA {'present' if lirpa else 'absent — ' + INSTALL_HINT}")
+    print("| model | method | images | native s | native img/s | native peak MiB | IBP / forward | "
+          "auto_LiRPA s (peak) | ratio LiRPA/native | agreement | certified native / LiRPA |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     models = {
         "small_cnn": small_cnn(mean=splits.mean, std=splits.std),
         "cifar_model_deep (28x28)": cifar_model_deep(in_channels=1, input_size=28, mean=splits.mean, std=splits.std),
     }
-    models = {name: model.to(device) for name, model in models.items()}
-    lirpa = lirpa_available()
-    print(describe(device))
-    print(f"torch threads: {torch.get_num_threads()}; auto_LiRPA: {'present' if lirpa else 'absent — ' + INSTALL_HINT}")
-    print("| model | method | images | native s | native img/s | native cert. | auto_LiRPA s | ratio (LiRPA/native) |")
-    print("|---|---|---|---|---|---|---|---|")
     for name, model in models.items():
         train_certified(model, splits, args.train_epochs, warmup=1, ramp=max(args.train_epochs - 2, 1), seed=args.seed)
-        model.eval()
-        for method, loader in loaders.items():
-            images = len(loader.dataset)
-            seconds, cert = timed(model, loader, method, "native")
-            other = "absent"
-            ratio = "–"
-            if lirpa:
-                lirpa_seconds, lirpa_cert = timed(model, loader, method, "auto_lirpa")
-                other, ratio = f"{lirpa_seconds:.1f} (cert. {100 * lirpa_cert:.1f}%)", f"{lirpa_seconds / seconds:.2f}"
-            print(f"| {name} | {method} | {images} | {seconds:.1f} | {images / seconds:.1f} | {100 * cert:.1f}% | {other} | {ratio} |", flush=True)
+        model.to(device).eval()
+        compare(name, model, batches_of(pool, args.samples, args.batch_size, device), EPS, ["ibp", "crown-ibp"], lirpa, device)
+        if args.crown_samples:
+            compare(name, model, batches_of(pool, args.crown_samples, args.batch_size, device), EPS, ["crown"], lirpa, device)
+    resnet = torchvision.models.resnet18(num_classes=10).to(device)
+    calibration = batches_of(pool, 256, 64, device, to_rgb32)
+    resnet.train()
+    with torch.no_grad():
+        for x, _ in calibration:
+            resnet(x)
+    resnet.eval()
+    resnet_samples = args.samples if args.resnet_samples is None else args.resnet_samples
+    compare("torchvision resnet18 (32x32)", resnet, batches_of(pool, resnet_samples, args.batch_size, device, to_rgb32),
+            args.resnet_eps, ["ibp", "crown-ibp"], lirpa, device)
+    if args.resnet_crown_samples:
+        compare("torchvision resnet18 (32x32)", resnet,
+                batches_of(pool, args.resnet_crown_samples, args.resnet_crown_samples, device, to_rgb32),
+                args.resnet_eps, ["crown"], lirpa, device)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """The built-in engine's entry point: sound output/margin bounds of a model on an ε-ball."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
-from harp_plugin.bounds.methods.crown import backward_lower_bound, crown_sweep
 from harp_plugin.bounds.graph import BoundGraph, build_graph
+from harp_plugin.bounds.methods.crown import backward_lower_bound, crown_sweep
 from harp_plugin.bounds.methods.interval import interval_sweep
+from harp_plugin.bounds.numerics import checked_bounds, resolve_budget
 from harp_plugin.bounds.operators import BoundOp, Interval
-from harp_plugin.bounds.precision import in_exact_float32
-from harp_plugin.bounds.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+from harp_plugin.bounds.precision import exact_float32
+from harp_plugin.bounds.spec import PIXEL_RANGE, input_box, margin_matrix
+from harp_plugin.models.device import model_device, same_device
 from harp_plugin.models.shapes import shape_errors_named
 
 METHODS = ("ibp", "crown", "crown-ibp")
@@ -35,6 +38,8 @@ class BoundResult:
     method: str
     backend: str = "native"
     preactivations: dict[str, Interval] = field(default_factory=dict)
+    graph: Optional[BoundGraph] = None
+    """The bound graph (native backend): which BatchNorm feeds each ReLU, and so on."""
 
     def certified(self) -> Tensor:
         """Per sample: every margin lower bound is > 0 (meaningful for a margin spec)."""
@@ -56,7 +61,6 @@ def check_method(method: str) -> str:
     return key
 
 
-@in_exact_float32
 def compute_bounds(
     model: nn.Module,
     x: Tensor,
@@ -69,6 +73,8 @@ def compute_bounds(
     upper: float = PIXEL_RANGE[1],
     intersect: bool = True,
     overrides: Optional[Mapping[nn.Module, BoundOp]] = None,
+    dtype: Optional[torch.dtype] = None,
+    memory_budget: Optional[int] = None,
 ) -> BoundResult:
     """Bounds of the model's outputs over ``{x' : |x' − x|∞ ≤ eps} ∩ [lower, upper]``.
 
@@ -76,12 +82,28 @@ def compute_bounds(
     ``(B, K, num_outputs)``; with neither, the outputs themselves are bounded. BatchNorm uses
     its running statistics (the eval-mode function) unless ``overrides`` says otherwise.
     ``intersect=False`` keeps the raw CROWN bounds (for comparison with other engines).
+    ``dtype=torch.float64`` bounds a float64 copy of the model (slower, rounding ~1e-16);
+    ``memory_budget`` (bytes) caps CROWN's coefficient tensors (default: from free memory).
+    Matmuls and convolutions run without TF32 while bounding (docs/certification.md).
     """
     method = check_method(method)
+    check_device(model, x)
+    if dtype is not None and dtype != x.dtype:
+        if overrides:
+            raise ValueError("overrides name modules of the model; they cannot be combined with a dtype change")
+        model, x = copy.deepcopy(model).to(dtype), x.to(dtype)
+    with exact_float32():
+        return _bounds(model, x, eps, method, y, C, lower, upper, intersect, overrides, memory_budget)
+
+
+def _bounds(model, x, eps, method, y, C, lower, upper, intersect, overrides, memory_budget) -> BoundResult:
     box = input_box(x, eps, lower, upper)
-    graph = build_graph(model, overrides)
     with shape_errors_named(model, x):
-        node_bounds = interval_sweep(graph, box) if method != "crown" else crown_sweep(graph, box, intersect)
+        graph = build_graph(model, x, overrides)
+        if method == "crown":
+            node_bounds = crown_sweep(graph, box, resolve_budget(memory_budget, x.device), intersect)
+        else:
+            node_bounds = interval_sweep(graph, box)
     out_lower = node_bounds[-1][0]
     if out_lower.dim() != 2:
         raise ValueError(f"the model output must be (batch, classes), got shape {tuple(out_lower.shape)}")
@@ -94,8 +116,17 @@ def compute_bounds(
         crown = backward_lower_bound(graph, node_bounds, last, A)
         result = torch.maximum(crown, result) if intersect else crown
     lower_spec, upper_spec = result[:, :rows], -result[:, rows:]
-    check_bounds(lower_spec, upper_spec, "output specification")
-    return BoundResult(lower_spec, upper_spec, method, "native", _preactivations(graph, node_bounds))
+    lower_spec, upper_spec = checked_bounds(lower_spec, upper_spec, "output specification")
+    return BoundResult(lower_spec, upper_spec, method, "native", _preactivations(graph, node_bounds), graph)
+
+
+def check_device(model: nn.Module, x: Tensor) -> None:
+    """The model's parameters and the input must be on one device (the model's)."""
+    if next(iter(model.state_dict().values()), None) is None:
+        return  # a model without tensors runs wherever its input is
+    device = model_device(model)
+    if not same_device(device, x.device):
+        raise ValueError(f"the input is on {x.device} but the model on {device}: move one of them (x.to(device))")
 
 
 def _specification(out: Tensor, y: Optional[Tensor], C: Optional[Tensor]) -> Tensor:

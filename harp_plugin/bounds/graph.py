@@ -1,27 +1,39 @@
-"""Turn a model into a small DAG of bound operators, refusing anything it cannot bound.
+"""Trace a model with torch.fx and turn its computation into a DAG of bound operators.
 
-Supported structure (see docs/certification.md):
-
-* ``nn.Sequential`` trees (a subclass only if it keeps ``Sequential.forward``);
-* residual blocks computing ``post(main(x) + shortcut(x))``: :class:`Residual`, the project's
-  ``harp_plugin.models.BasicBlock``, or any class declared with :func:`register_residual`;
-* leaf layers known to :mod:`harp_plugin.bounds.operators`.
-
-Anything else -- a custom ``forward``, an unknown layer, a forward hook that could change
-outputs -- raises :class:`UnsupportedLayerError` naming the layer. The graph is rebuilt on
-every call, so pruned (smaller) layers and new parameter objects are always picked up.
+No registration is needed: the tracer follows every ``forward`` (residual additions,
+``torch.flatten``, ``F.relu``, ``torch.cat``, ``.view``, …) and stops at the leaf modules the
+engine has rules for (:mod:`harp_plugin.bounds.operators.op_map`). Calls on constants only
+(buffers, ``x.size(0)``) are evaluated. A node with no bound rule raises
+:class:`UnsupportedLayerError` naming the node, its target, its module path and the supported
+operations; a model fx cannot trace raises :class:`UntraceableModelError` with the tracer's
+reason. The operators are rebuilt on every call, so pruned layers, new parameter objects and
+updated BatchNorm statistics are always what is bounded; the trace and the shapes it needs are
+cached per model structure and input shape.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from functools import reduce
+from typing import Any, Mapping, Optional
 
-from torch import nn
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from harp_plugin.bounds.errors import UnsupportedLayerError
-from harp_plugin.bounds.operators import AddOp, BoundOp, ReLUOp, convert_layer
-from harp_plugin.models.resnet import BasicBlock
+from harp_plugin.bounds.errors import NoBoundRule, UnsupportedLayerError, UntraceableModelError
+from harp_plugin.bounds.operators.activation import ReLUOp
+from harp_plugin.bounds.operators.arithmetic import AddOp
+from harp_plugin.bounds.operators.base import Bound, BoundOp
+from harp_plugin.bounds.operators.op_map import (
+    FUNCTION_RULES,
+    METHOD_RULES,
+    MODULE_CALLS,
+    MODULE_CONVERTERS,
+    module_rule_type,
+    supported_operations,
+)
 
 
 class Residual(nn.Module):
@@ -37,21 +49,6 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return self.post(self.residual(x) + self.shortcut(x))
-
-
-_RESIDUAL_BLOCKS: dict[type, tuple[str, str, Optional[str]]] = {
-    Residual: ("residual", "shortcut", "post"),
-    BasicBlock: ("residual", "shortcut", "relu"),
-}
-
-
-def register_residual(cls: type, main: str, shortcut: str, post: Optional[str] = None) -> None:
-    """Declare that ``cls.forward(x)`` computes ``post(main(x) + shortcut(x))``.
-
-    ``main``, ``shortcut`` and ``post`` name sub-module attributes; ``post=None`` means none.
-    The declaration is a promise the engine cannot check: it is what makes the bound sound.
-    """
-    _RESIDUAL_BLOCKS[cls] = (main, shortcut, post)
 
 
 @dataclass(frozen=True)
@@ -100,50 +97,176 @@ class BoundGraph:
         return found
 
 
-def build_graph(model: nn.Module, overrides: Optional[Mapping[nn.Module, BoundOp]] = None) -> BoundGraph:
-    """The bound graph of ``model``; ``overrides`` replaces chosen layers' operators
-    (certified training uses it to bound BatchNorm with the batch's statistics)."""
+class _Tracer(fx.Tracer):
+    """Stops at every module the engine has a rule for, and at torch.nn's own modules (so an
+    unsupported one is reported as the module it is, not as its internals)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return module_rule_type(module) is not None or super().is_leaf_module(module, qualified_name)
+
+
+@dataclass
+class _Trace:
+    key: tuple
+    graph: fx.Graph
+    values: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    """Per input shape: each node's shape (tensors) or value (anything else)."""
+
+
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, _Trace]" = weakref.WeakKeyDictionary()
+
+
+def build_graph(model: nn.Module, x: Tensor, overrides: Optional[Mapping[nn.Module, BoundOp]] = None) -> BoundGraph:
+    """The bound graph of ``model`` on inputs shaped like ``x``; ``overrides`` replaces chosen
+    leaf modules' operators (certified training bounds BatchNorm with the batch's statistics)."""
+    overrides = overrides or {}
+    trace = _trace(model)
+    values = _node_values(model, trace, x)
     graph = BoundGraph()
-    _walk(model, "", 0, graph, overrides or {})
-    return graph
+    env: dict[fx.Node, Any] = {}
+    names: dict[str, int] = {}
+    for node in trace.graph.nodes:
+        if node.op == "placeholder":
+            if env:
+                raise UnsupportedLayerError("", model, "the engine bounds models with one input tensor")
+            env[node] = Bound(0, x.shape)
+        elif node.op == "get_attr":
+            env[node] = _fetch(model, node.target)
+        elif node.op == "output":
+            result = env[node.args[0]] if isinstance(node.args[0], fx.Node) else None
+            if not isinstance(result, Bound):
+                raise UnsupportedLayerError("", model, "its forward must return one tensor that depends on the input")
+            return graph
+        else:
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: env[n])
+            if not _has_bound((args, kwargs)):
+                env[node] = _evaluate(model, node, args, kwargs)
+            elif not isinstance(values[node.name], torch.Size):
+                env[node] = values[node.name]  # size(), shape, dim() of a bounded tensor
+            else:
+                env[node] = _add_node(model, graph, node, args, kwargs, values[node.name], overrides, names)
+    raise AssertionError("an fx graph always ends with an output node")
 
 
-def _walk(module: nn.Module, name: str, src: int, graph: BoundGraph, overrides: Mapping[nn.Module, BoundOp]) -> int:
-    _reject_hooks(module, name)
-    if module in overrides:
-        return graph.add(name, overrides[module], (src,), module)
-    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        for child_name, child in module.named_children():
-            src = _walk(child, _join(name, child_name), src, graph, overrides)
-        return src
-    paths = _residual_paths(module, name)
-    if paths is not None:
-        main, shortcut, post = paths
-        left = _walk(getattr(module, main), _join(name, main), src, graph, overrides)
-        right = _walk(getattr(module, shortcut), _join(name, shortcut), src, graph, overrides)
-        total = graph.add(f"{name or '<model>'} (add)", AddOp(), (left, right))
-        return total if post is None else _walk(getattr(module, post), _join(name, post), total, graph, overrides)
-    op = convert_layer(module, name)
-    return src if op is None else graph.add(name, op, (src,), module)
+def _add_node(model, graph, node, args, kwargs, shape, overrides, names) -> Bound:
+    module = model.get_submodule(node.target) if node.op == "call_module" else None
+    try:
+        found = _rule(node, module, args, kwargs, overrides)
+    except NoBoundRule as error:
+        raise _unsupported(model, node, module, str(error)) from None
+    if found is None:
+        raise _unsupported(model, node, module, "")
+    op, inputs = found
+    if op is None:
+        return inputs[0]
+    if any(not isinstance(a, Bound) for a in inputs):
+        raise _unsupported(model, node, module, "a bounded operand is used in an unsupported position")
+    name = node.target if module is not None else node.name
+    names[name] = names.get(name, 0) + 1
+    if names[name] > 1:
+        name = f"{name}#{names[name]}"
+    return Bound(graph.add(name, op, tuple(a.index for a in inputs), module), shape)
 
 
-def _residual_paths(module: nn.Module, name: str) -> Optional[tuple[str, str, Optional[str]]]:
-    for cls in type(module).__mro__:
-        if cls in _RESIDUAL_BLOCKS:
-            if type(module).forward is not cls.forward:
-                raise UnsupportedLayerError(name, module, f"overrides {cls.__name__}.forward")
-            return _RESIDUAL_BLOCKS[cls]
-    return None
+def _rule(node: fx.Node, module: Optional[nn.Module], args: tuple, kwargs: dict, overrides) -> Optional[tuple]:
+    """(operator or None for the identity, bounded inputs), or None when no rule applies."""
+    if node.op == "call_module":
+        if module in overrides:
+            return overrides[module], [args[0]]
+        rule_type = module_rule_type(module)
+        if rule_type in MODULE_CALLS:
+            return MODULE_CALLS[rule_type](module)(args, kwargs)
+        return None if rule_type is None else (MODULE_CONVERTERS[rule_type](module, node.target), [args[0]])
+    rule = FUNCTION_RULES.get(node.target) if node.op == "call_function" else METHOD_RULES.get(node.target)
+    return None if rule is None else rule(args, kwargs)
 
 
-def _reject_hooks(module: nn.Module, name: str) -> None:
-    """Hooks can change what a layer computes; only pruning masks (re-applied) are understood."""
-    if module._forward_hooks:
-        raise UnsupportedLayerError(name, module, "it has a forward hook that may change its output")
-    for hook in module._forward_pre_hooks.values():
-        if not isinstance(hook, prune.BasePruningMethod):
-            raise UnsupportedLayerError(name, module, f"it has a forward pre-hook {hook!r}")
+def _unsupported(model: nn.Module, node: fx.Node, module: Optional[nn.Module], reason: str) -> UnsupportedLayerError:
+    if module is not None:
+        path = node.target
+    else:
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack)[-1] if stack else ""
+        module = model.get_submodule(path) if path else model
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", repr(node.target))
+    kind = {"call_module": "module", "call_method": "method Tensor.", "call_function": "function "}[node.op]
+    return UnsupportedLayerError(
+        path, module, reason, node=node.name, target=f"{kind}{target}" if node.op != "call_module" else f"module {target}",
+        supported=supported_operations(),
+    )
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+def _has_bound(value: Any) -> bool:
+    found = []
+    fx.node.map_aggregate(value, lambda v: found.append(v) if isinstance(v, Bound) else None)
+    return bool(found)
+
+
+def _evaluate(model: nn.Module, node: fx.Node, args: tuple, kwargs: dict) -> Any:
+    if node.op == "call_module":
+        return model.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    return node.target(*args, **kwargs)
+
+
+def _fetch(model: nn.Module, target: str) -> Any:
+    return reduce(getattr, target.split("."), model)
+
+
+def _structure_key(model: nn.Module) -> tuple:
+    modules = tuple((name, type(m), m.training) for name, m in model.named_modules())
+    tensors = tuple((name, tuple(t.shape)) for name, t in (*model.named_parameters(), *model.named_buffers()))
+    return modules, tensors
+
+
+def _trace(model: nn.Module) -> _Trace:
+    _reject_hooks(model)
+    key = _structure_key(model)
+    cached = _TRACES.get(model)
+    if cached is not None and cached.key == key:
+        return cached
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as error:  # fx raises many types; the reason is what the user needs
+        raise UntraceableModelError(
+            f"torch.fx cannot trace {type(model).__name__}: {type(error).__name__}: {error}. "
+            "Data-dependent control flow (if/for on tensor values) cannot be traced: move that "
+            "part into its own module and teach the engine its bound with "
+            "harp_plugin.bounds.register_layer(cls, converter) (the tracer then stops at it), "
+            "or certify with backend='auto_lirpa'"
+        ) from error
+    _TRACES[model] = trace = _Trace(key, graph)
+    return trace
+
+
+def _node_values(model: nn.Module, trace: _Trace, x: Tensor) -> dict[str, Any]:
+    """Each node's output shape (or value, for non-tensors) on inputs shaped like ``x``."""
+    key = (tuple(x.shape), x.dtype, x.device)
+    if key not in trace.values:
+        recorded: dict[str, Any] = {}
+
+        class _Recorder(fx.Interpreter):
+            def run_node(self, node: fx.Node) -> Any:
+                result = super().run_node(node)
+                recorded[node.name] = result.shape if isinstance(result, Tensor) else result
+                return result
+
+        with torch.no_grad():
+            _Recorder(fx.GraphModule(model, trace.graph)).run(x)
+        trace.values = {key: recorded}
+    return trace.values[key]
+
+
+def _reject_hooks(model: nn.Module) -> None:
+    """fx does not run hooks, and a hook may change what a layer computes: refuse them
+    (pruning masks from torch.nn.utils.prune are understood; they are re-applied)."""
+    for name, module in model.named_modules():
+        if module._forward_hooks or getattr(module, "_forward_hooks_with_kwargs", None):
+            raise UnsupportedLayerError(
+                name, module, "it has a forward hook that may change its output (the engine cannot see "
+                "hooks; express a channel gate as a parametrization of the weight, or as a module whose "
+                "forward multiplies by a buffer or parameter)",
+            )
+        if any(not isinstance(h, prune.BasePruningMethod) for h in module._forward_pre_hooks.values()):
+            raise UnsupportedLayerError(name, module, "it has a forward pre-hook that may change its input")

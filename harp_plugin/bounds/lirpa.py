@@ -12,12 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from harp_plugin.bounds.engine import BoundResult
-from harp_plugin.bounds.spec import PIXEL_RANGE, check_bounds, input_box, margin_matrix
+from harp_plugin.bounds.numerics import checked_bounds
+from harp_plugin.bounds.precision import exact_float32
+from harp_plugin.bounds.spec import PIXEL_RANGE, input_box, margin_matrix
 
 LIRPA_METHODS = {"ibp": "IBP", "crown": "CROWN", "crown-ibp": "CROWN-IBP", "alpha-crown": "alpha-CROWN"}
 INSTALL_HINT = (
     "auto_LiRPA is not installed (PyPI only has 0.3, which does not import on torch 2.x); install "
-    "0.7+ from source: pip install git+https://github.com/Verified-Intelligence/auto_LiRPA"
+    "0.7+ from source: pip install git+https://github.com/Verified-Intelligence/auto_LiRPA, or from "
+    "a wheel: make install LIRPA_WHEELS=<folder with auto_lirpa-*.whl>"
 )
 
 
@@ -51,7 +54,10 @@ class LirpaBounds:
             raise ImportError(INSTALL_HINT)
         from auto_LiRPA import BoundedModule
 
-        self.bounded = BoundedModule(parseable_copy(model), torch.zeros_like(example[:1]), device=example.device)
+        probe = torch.zeros_like(example[:1])
+        with exact_float32():
+            self.bounded = BoundedModule(parseable_copy(model), probe, device=example.device)
+            self.classes = self.bounded(probe).shape[1]
 
     def __call__(
         self, x: Tensor, eps: float, y: Tensor, method: str,
@@ -63,12 +69,12 @@ class LirpaBounds:
             raise ValueError(f"unknown bound method {method!r}; auto_LiRPA supports {tuple(LIRPA_METHODS)}")
         x_low, x_high = input_box(x, eps, lower, upper)
         perturbation = PerturbationLpNorm(norm=float("inf"), eps=eps, x_L=x_low, x_U=x_high)
-        classes = self.bounded(x).shape[1]
-        C = margin_matrix(y.to(x.device), classes).to(x.dtype)
-        low, high = self.bounded.compute_bounds(
-            x=(BoundedTensor(x, perturbation),), method=LIRPA_METHODS[method], C=C, bound_upper=True
-        )
-        check_bounds(low, high, "output specification (auto_LiRPA)")
+        C = margin_matrix(y.to(x.device), self.classes).to(x.dtype)
+        with exact_float32():
+            low, high = self.bounded.compute_bounds(
+                x=(BoundedTensor(x, perturbation),), method=LIRPA_METHODS[method], C=C, bound_upper=True
+            )
+        low, high = checked_bounds(low, high, "output specification (auto_LiRPA)")
         return BoundResult(low, high, method, "auto_lirpa", self._preactivations())
 
     def _preactivations(self) -> dict:

@@ -7,12 +7,9 @@ takes: a certificate would then not hold for every point of the ball in floating
 from __future__ import annotations
 
 import contextlib
-import functools
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 import torch
-
-Result = TypeVar("Result")
 
 
 @contextlib.contextmanager
@@ -27,14 +24,3 @@ def exact_float32() -> Iterator[None]:
             yield
     finally:
         matmul.allow_tf32 = matmul_tf32
-
-
-def in_exact_float32(function: Callable[..., Result]) -> Callable[..., Result]:
-    """Decorator form of :func:`exact_float32`."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs) -> Result:
-        with exact_float32():
-            return function(*args, **kwargs)
-
-    return wrapper

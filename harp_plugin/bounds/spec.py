@@ -6,7 +6,6 @@ import math
 import torch
 from torch import Tensor
 
-from harp_plugin.bounds.errors import BoundError
 from harp_plugin.bounds.operators import Interval
 
 PIXEL_RANGE = (0.0, 1.0)
@@ -58,13 +57,3 @@ def check_labels(y: Tensor, num_classes: int) -> Tensor:
         bad = y[(y < 0) | (y >= num_classes)][0].item()
         raise ValueError(f"class index {bad} is out of range for a model with {num_classes} outputs")
     return y
-
-
-def check_bounds(lower: Tensor, upper: Tensor, where: str, tolerance: float = 1e-4) -> None:
-    """Raise BoundError on NaN or inverted bounds (beyond float rounding) at ``where``."""
-    if torch.isnan(lower).any() or torch.isnan(upper).any():
-        raise BoundError(f"bounds at '{where}' contain NaN (check the weights and inputs for NaN/inf)")
-    gap = (lower - upper).max().item() if lower.numel() else 0.0
-    scale = 1.0 + max(lower.abs().max().item(), upper.abs().max().item()) if lower.numel() else 1.0
-    if gap > tolerance * scale:
-        raise BoundError(f"bounds at '{where}' are inverted: lower exceeds upper by {gap:.3g}")

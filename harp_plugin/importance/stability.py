@@ -61,7 +61,7 @@ class StabilityImportance(tp.importance.Importance):
         self.batches = _calibration_batches(calibration, max_batches)
         self._key: Optional[tuple] = None
         self._table: dict[nn.Module, Tensor] = {}
-        if not build_graph(model).relu_nodes:
+        if not build_graph(model, self.batches[0][:1].to(model_device(model))).relu_nodes:
             raise ValueError("StabilityImportance needs a model with ReLUs; this model has no ReLU")
 
     @torch.no_grad()
@@ -90,11 +90,11 @@ class StabilityImportance(tp.importance.Importance):
         return self._table
 
     def _compute_table(self) -> dict[nn.Module, Tensor]:
-        graph = build_graph(self.model)
+        device = model_device(self.model)
+        graph = build_graph(self.model, self.batches[0].to(device))
         relus = graph.relu_nodes
         if not relus:
             raise ValueError("StabilityImportance needs a model with ReLUs; this model has no ReLU")
-        device = model_device(self.model)
         sums: dict[str, Tensor] = {}
         dead: dict[str, Tensor] = {}
         with eval_mode(self.model):

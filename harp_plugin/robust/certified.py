@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harp_plugin.bounds.engine import BoundResult, compute_bounds
-from harp_plugin.bounds.graph import build_graph
-from harp_plugin.bounds.operators import BoundOp, batch_norm_op
+from harp_plugin.bounds.operators import BoundOp
+from harp_plugin.bounds.operators.normalization import batch_norm_op
 from harp_plugin.bounds.spec import check_eps, input_box
 from harp_plugin.bounds.stability import channel_scores
 from harp_plugin.certify.accuracy import certified_accuracy
@@ -95,7 +95,9 @@ def margin_cross_entropy(lower: Tensor) -> Tensor:
 
 def stability_penalty(model: nn.Module, bounds: BoundResult, mode: str = "nrs") -> Tensor:
     """L_NRS (or L_RS): mean over all ReLU channels of −tanh(1 + l·u/γ²); RS where no BN precedes."""
-    graph = build_graph(model)
+    graph = bounds.graph
+    if graph is None:
+        raise ValueError("the stability penalty needs bounds from the native engine (they carry the graph)")
     gammas = {graph.nodes[i].name: graph.batch_norm_before(i) for i in graph.relu_nodes}
     scores = [
         channel_scores(low, high, mode, None if gammas[name] is None else gammas[name].weight)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize, prune
@@ -101,3 +102,54 @@ def mask_weights(model: nn.Module, seed: int, carrier: str, amount: float = 0.5)
             else:
                 parametrize.register_parametrization(module, "weight", _Mask(mask))
     return model
+
+
+class HandResidual(nn.Module):
+    """A residual model written the way users write them: ``x + self.body(x)`` in forward,
+    functional ReLU, ``torch.flatten``; max pooling with overlapping windows (as ResNet's
+    stem has) unless ``overlap=False``."""
+
+    def __init__(self, channels: int = 2, width: int = 4, classes: int = 4, size: int = 8, overlap: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, padding=1))
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1) if overlap else nn.MaxPool2d(2)
+        self.head = nn.Linear(width * (size // 2) ** 2, classes)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.body(x))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+class BranchNet(nn.Module):
+    """Two branches joined by ``torch.cat``; ``.view``, ``permute``, ``mean``, constant
+    normalisation and matmul by a constant, LeakyReLU / ReLU6 / Hardtanh, functional pools."""
+
+    def __init__(self, channels: int = 2, classes: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, channels, 1, 1), 0.45))
+        self.register_buffer("std", torch.full((1, channels, 1, 1), 0.3))
+        self.left = nn.Conv2d(channels, 3, 3, padding=1)
+        self.right = nn.Sequential(nn.Conv2d(channels, 3, 1), nn.LeakyReLU(0.1))
+        self.mix = nn.Conv2d(6, 4, 3, padding=1)
+        self.project = nn.Parameter(torch.randn(4, 5) * 0.5)
+        self.head = nn.Linear(5 + 4 * 16, classes)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        x = torch.cat([F.relu6(self.left(x) * 2.0), self.right(x)], dim=1)
+        x = F.hardtanh(self.mix(x), -1.0, 2.0)
+        pooled = F.max_pool2d(x, 2)
+        global_part = pooled.mean([2, 3]) @ self.project
+        local_part = F.avg_pool2d(pooled.permute(0, 2, 3, 1), (1, 1)).transpose(1, 3).reshape(x.size(0), -1)
+        return self.head(torch.cat([global_part, local_part], 1))
+
+
+def traced_net(kind: str, seed: int, **options) -> nn.Module:
+    """A randomly initialised hand-written model (eval mode, non-trivial BatchNorm)."""
+    torch.manual_seed(seed)
+    model = {"residual": HandResidual, "branches": BranchNet}[kind](**options)
+    randomise_batch_norm(model, torch.Generator().manual_seed(seed))
+    return model.eval()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from certify_nets import mask_weights, prune_channels, residual_net, sequential_net
+from certify_nets import mask_weights, prune_channels, residual_net, sequential_net, traced_net
 from harp_plugin.bounds import compute_bounds, margin_matrix
 
 TOL = 1e-4
@@ -116,3 +116,13 @@ def test_zero_radius_bounds_equal_the_forward_pass() -> None:
                 bounds = compute_bounds(model, x, 0.0, method=method)
                 torch.testing.assert_close(bounds.lower, expected, atol=1e-4, rtol=1e-4)
                 torch.testing.assert_close(bounds.upper, expected, atol=1e-4, rtol=1e-4)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), eps=eps_values, kind=st.sampled_from(["residual", "branches"]),
+       overlap=st.booleans())
+def test_traced_graphs_sound(seed: int, eps: float, kind: str, overlap: bool) -> None:
+    """Hand-written forwards: x + body(x), torch.cat, max/avg pooling (overlapping windows too),
+    .view/permute/transpose, mean, matmul by a constant, LeakyReLU/ReLU6/Hardtanh."""
+    model = traced_net(kind, seed, **({"overlap": overlap} if kind == "residual" else {}))
+    assert_sound(model, inputs(seed), eps, seed)
