@@ -34,6 +34,7 @@ from harp_plugin.bounds.operators.op_map import (
     module_rule_type,
     supported_operations,
 )
+from harp_plugin.models.modes import eval_mode
 
 
 class Residual(nn.Module):
@@ -252,7 +253,7 @@ def _node_values(model: nn.Module, trace: _Trace, x: Tensor) -> dict[str, Any]:
                 recorded[node.name] = result.shape if isinstance(result, Tensor) else result
                 return result
 
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):  # no BatchNorm statistics updated, no dropout drawn
             _Recorder(fx.GraphModule(model, trace.graph)).run(x)
         trace.values = {key: recorded}
     return trace.values[key]
