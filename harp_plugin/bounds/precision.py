@@ -14,8 +14,22 @@ import torch
 
 @contextlib.contextmanager
 def exact_float32() -> Iterator[None]:
-    """TF32 off for cuDNN convolutions and CUDA matmuls for the duration (flags restored)."""
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    """TF32 off for cuDNN convolutions and CUDA matmuls for the duration (settings restored).
+
+    torch ≥ 2.9 keeps the setting in ``fp32_precision``; once a user has set it that way, reading
+    the legacy ``allow_tf32`` flags raises, so the precision API is used wherever it exists.
+    """
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        conv = torch.backends.cudnn.conv
+        saved = matmul.fp32_precision, conv.fp32_precision
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = saved
+        return
+    cudnn = torch.backends.cudnn
     matmul_tf32 = matmul.allow_tf32
     matmul.allow_tf32 = False
     try:
