@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader
 
 from harp_plugin.bench.config import BenchConfig, claim_bench_dir
 from harp_plugin.bench.criteria import Budget, Criterion, PruneContext, model_cost, prune_to_budget, registered_criteria
-from harp_plugin.bench.latency import median_latency
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.data import DataSplits, load_dataset, make_loaders
 from harp_plugin.deploy import load_pruned, read_pruned, save_pruned
+from harp_plugin.deploy.latency import measure_latency
 from harp_plugin.grouped import restore_grouped_kernels
 from harp_plugin.pipeline.config import RunConfig, resolve_device
 from harp_plugin.pipeline.run import build_attack, build_loss, build_model
@@ -109,8 +109,9 @@ class _Bench:
                                         backend=self.config.certify_backend, progress=self.config.progress)
             metrics[f"certified ({method.upper()})"] = result.certified_accuracy
         for batch in (1, self.config.batch_size):
-            metrics[f"latency ms (batch {batch})"] = 1e3 * median_latency(
-                model, self.example[:1].expand(batch, *self.example.shape[1:]), self.config.latency_repeats)
+            inputs = self.example[:1].expand(batch, *self.example.shape[1:]).contiguous()
+            metrics[f"latency ms (batch {batch})"] = measure_latency(
+                model, inputs, repeats=self.config.latency_repeats).median_ms
         return metrics
 
 
