@@ -10,6 +10,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from harp_plugin.bounds.engine import BoundResult
 from harp_plugin.bounds.numerics import checked_bounds
@@ -36,14 +37,31 @@ _EVAL_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Alp
 
 
 def parseable_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy auto_LiRPA can parse: dropout layers (the identity in eval mode, but
-    a parse failure in auto_LiRPA 0.7.1) become ``nn.Identity``. The model is untouched."""
+    """An eval-mode copy auto_LiRPA can parse; the model is untouched. Dropout layers (the
+    identity in eval mode, but a parse failure in auto_LiRPA 0.7.1) become ``nn.Identity``, and
+    parametrized weights (HARP/HYDRA/LWM masks, which its jit tracer cannot follow) are folded
+    into plain parameters holding their current masked values."""
     clone = copy.deepcopy(model).eval()
     for name, module in list(clone.named_modules()):
         if isinstance(module, _EVAL_IDENTITIES):
             parent, _, attribute = name.rpartition(".")
             setattr(clone.get_submodule(parent), attribute, nn.Identity())
+        elif parametrize.is_parametrized(module):
+            _fold_parametrizations(module)
     return clone
+
+
+def _fold_parametrizations(module: nn.Module) -> None:
+    """Replace a copied module's parametrized tensors by plain parameters of their current values.
+
+    Not ``parametrize.remove_parametrizations``: it deletes the property from the module's
+    class, which a deep copy shares with the user's model, so the model itself would lose it.
+    """
+    values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+    module.__class__ = module.__class__.__bases__[0]
+    del module._modules["parametrizations"]
+    for name, value in values.items():
+        module.register_parameter(name, nn.Parameter(value))
 
 
 class LirpaBounds:

@@ -113,3 +113,38 @@ def test_native_max_pool_crown_is_at_least_as_tight_as_auto_lirpa() -> None:
     ours = compute_bounds(model, x, 0.01, method="crown", y=y, intersect=False)
     assert (ours.lower >= theirs.lower - 1e-4 * (1 + theirs.lower.abs())).all()
     assert (ours.certified() | ~theirs.certified()).all()
+
+
+class _FixedMask(nn.Module):
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def test_auto_lirpa_bounds_a_parametrized_masked_model_like_its_folded_twin() -> None:
+    """Masks carried as parametrizations (how HARP/HYDRA/LWM hold them) break auto_LiRPA's jit
+    tracer; the adapter folds them on its copy. Expected: the bounds of a plain model whose
+    weights were multiplied by the mask by hand; the user's model keeps its parametrization."""
+    if not lirpa_available():
+        pytest.skip(INSTALL_HINT)
+    from torch.nn.utils import parametrize
+
+    from harp_plugin.bounds.lirpa import LirpaBounds
+
+    masked = sequential_net(3, pool="none")
+    folded = sequential_net(3, pool="none")
+    conv = next(m for m in masked.modules() if isinstance(m, nn.Conv2d))
+    mask = (torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    with torch.no_grad():
+        next(m for m in folded.modules() if isinstance(m, nn.Conv2d)).weight.mul_(mask)
+    parametrize.register_parametrization(conv, "weight", _FixedMask(mask))
+    x = torch.rand(4, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+    y = torch.arange(4)
+    theirs = LirpaBounds(masked, x)(x, 0.01, y, "ibp")
+    reference = compute_bounds(folded, x, 0.01, method="ibp", y=y, intersect=False)
+    torch.testing.assert_close(theirs.lower, reference.lower, atol=1e-5, rtol=1e-5)
+    assert parametrize.is_parametrized(conv, "weight")
+    torch.testing.assert_close(masked(x), folded(x), msg="the user's model still computes with its mask")

@@ -11,24 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harp_plugin.bounds.errors import UnsupportedLayerError
 from harp_plugin.pipeline.config import MASK_METHODS, RunConfig
 from harp_plugin.pipeline.run import run
 from harp_plugin.registry import get_registry
 
 pytestmark = pytest.mark.cuda
 
-# Not a device problem (it fails on the CPU too): channel masks gate BN outputs with forward
-# hooks, which the bound engine refuses, so certified training cannot train HARP/HYDRA scores.
-GATED_CERTIFIED = pytest.mark.xfail(
-    raises=UnsupportedLayerError, strict=True, reason="bound engine refuses the channel masks' BN gate hooks"
-)
 COMBINATIONS = [
-    pytest.param(
-        method, mode, train, id=f"{method}-{mode}-{train}",
-        marks=[GATED_CERTIFIED] if (train, mode, method) in {("certified", "channel", "harp"),
-                                                              ("certified", "channel", "hydra")} else [],
-    )
+    pytest.param(method, mode, train, id=f"{method}-{mode}-{train}")
     for train in ("adversarial", "certified")
     for mode in ("channel", "unstructured")
     for method in get_registry().names("importances")
@@ -55,7 +45,7 @@ def test_every_combination_runs_on_the_lane_device(method, mode, train, lane_dev
     config = reduced(lane_device, tmp_path, method=method, mode=mode, train=train, prune_rounds=rounds)
     report = run(config, log=lambda _: None)
     assert torch.device(report.device).type == lane_device.type
-    saved = torch.load(tmp_path / "pruned.pt", weights_only=True)["model"]
+    saved = torch.load(tmp_path / "pruned.pt", weights_only=True)["state"]
     assert {t.device.type for t in saved.values()} == {lane_device.type}, "the model stayed on the lane device"
     for side in (report.dense, report.pruned):
         assert 0.0 <= side.robust_accuracy["FGSM"] <= 1.0 and 0.0 <= side.clean_accuracy <= 1.0
