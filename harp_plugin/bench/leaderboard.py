@@ -1,4 +1,5 @@
-"""The bench's leaderboard: terminal text, Markdown, CSV, JSON, and accuracy-vs-budget plots."""
+"""The bench's leaderboard: terminal text, Markdown, CSV, JSON, accuracy-vs-budget plots and the
+measured speed-up against the MAC ratio (fewer MACs do not always mean a faster model)."""
 from __future__ import annotations
 
 import csv
@@ -114,20 +115,74 @@ def write_leaderboard(entries: Sequence[BenchEntry], config: BenchConfig, out_di
         "json": write_text_atomic(out_dir / "leaderboard.json", json.dumps(
             {"config": config.to_dict(), "entries": [e.to_dict() for e in ranked(entries)]}, indent=2)),
     }
-    plot = plot_accuracy_vs_budget(entries, out_dir / "accuracy_vs_budget.png")
-    if plot is not None:
-        written["plot"] = plot
+    for key, plotted in (("plot", plot_accuracy_vs_budget(entries, out_dir / "accuracy_vs_budget.png")),
+                         ("speedup plot", plot_speedup_vs_mac_ratio(entries, out_dir / "speedup_vs_mac_ratio.png"))):
+        if plotted is not None:
+            written[key] = plotted
     return written
 
 
-def plot_accuracy_vs_budget(entries: Sequence[BenchEntry], path: Path) -> Path | None:
-    """One panel per accuracy metric, one line per criterion over the kept budget."""
+def speedup_points(entries: Sequence[BenchEntry], metric: str) -> dict[str, list[tuple[float, float]]]:
+    """Per criterion, (dense MACs / its MACs, dense latency / its latency) at one latency metric."""
+    dense = next((e for e in entries if e.kind == "dense" and metric in e.metrics and "macs" in e.metrics), None)
+    if dense is None:
+        return {}
+    points: dict[str, list[tuple[float, float]]] = {}
+    for entry in entries:
+        if entry.kind != "dense" and entry.error is None and metric in entry.metrics and entry.metrics.get("macs"):
+            points.setdefault(entry.criterion, []).append(
+                (dense.metrics["macs"] / entry.metrics["macs"], dense.metrics[metric] / entry.metrics[metric]))
+    return points
+
+
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
+    """Written beside the target, then renamed: an interrupted bench leaves no half-written PNG."""
+    partial = path.with_name(f".{path.name}.partial.png")
+    figure.savefig(partial, dpi=110)
+    partial.replace(path)
+    return path
+
+
+def plot_speedup_vs_mac_ratio(entries: Sequence[BenchEntry], path: Path) -> Path | None:
+    """One panel per latency batch size: measured speed-up over the dense model against its MAC
+    ratio, one marker series per criterion; the diagonal is 'as fast as the MACs promise'."""
+    plt = _pyplot()
+    metrics = [m for m in latency_metrics(entries) if speedup_points(entries, m)]
+    if plt is None or not metrics:
+        return None
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        points = speedup_points(entries, metric)
+        for index, (criterion, pairs) in enumerate(points.items()):
+            axis.plot(*zip(*sorted(pairs)), marker="os^D"[index // 10 % 4], linestyle="", label=criterion)
+        largest = max(max(max(pair) for pair in pairs) for pairs in points.values())
+        axis.plot([1, largest], [1, largest], color="black", linestyle="--", linewidth=0.8, label="speed-up = MAC ratio")
+        axis.set_title(metric)
+        axis.set_xlabel("MAC ratio (dense / pruned)")
+        axis.set_ylabel("measured speed-up (dense / pruned)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize="small")
+    figure.tight_layout(rect=(0, 0, 0.8, 1))
+    saved = _save(figure, path)
+    plt.close(figure)
+    return saved
+
+
+def plot_accuracy_vs_budget(entries: Sequence[BenchEntry], path: Path) -> Path | None:
+    """One panel per accuracy metric, one line per criterion over the kept budget."""
+    plt = _pyplot()
+    if plt is None:
         return None
     metrics = accuracy_metrics(entries)
     done = [e for e in entries if e.error is None and e.kind != "dense"]
@@ -149,11 +204,9 @@ def plot_accuracy_vs_budget(entries: Sequence[BenchEntry], path: Path) -> Path |
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="center right", fontsize="small")
     figure.tight_layout(rect=(0, 0, 0.84, 1))
-    partial = path.with_name(f".{path.name}.partial.png")
-    figure.savefig(partial, dpi=110)
+    saved = _save(figure, path)
     plt.close(figure)
-    partial.replace(path)
-    return path
+    return saved
 
 
 def _pct(value: float | None) -> str:

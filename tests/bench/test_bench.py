@@ -11,6 +11,7 @@ import torch_pruning as tp
 
 from harp_plugin.bench import BenchConfig, BenchConfigError, run_bench, write_leaderboard
 from harp_plugin.bench import run as bench_run
+from harp_plugin.bench.leaderboard import speedup_points
 from harp_plugin.cli.main import main
 from harp_plugin.registry import get_registry, hookimpl
 from harp_plugin.robust import training
@@ -106,6 +107,7 @@ def test_bench_runs_is_interrupted_and_resumes_without_redoing_work(tmp_path, mo
     assert rows[0].startswith("criterion,kind,unit,target") and len(rows) == 5
     assert len(json.loads(written["json"].read_text())["entries"]) == 4
     assert written["plot"].stat().st_size > 0
+    assert written["speedup plot"].name == "speedup_vs_mac_ratio.png" and written["speedup plot"].stat().st_size > 0
 
 
 def _counting(loss, calls: list[int]):
@@ -144,3 +146,16 @@ def test_a_budget_that_cannot_be_met_names_the_blocking_layer() -> None:
         uniform_ratio(model, Budget("parameters", 0.01), torch.rand(2, 1, 8, 8))
     ratio = uniform_ratio(model, Budget("macs", 0.5), torch.rand(2, 1, 8, 8))
     assert 0.2 < ratio < 0.5
+
+
+def test_speedup_points_divide_dense_by_pruned_for_macs_and_latency() -> None:
+    """Hand-made rows: dense 400 MACs at 8 ms; a criterion at 100 MACs and 4 ms is 4x cheaper and
+    2x faster; failed rows and rows without the metric are left out."""
+    dense = bench_run.BenchEntry("dense", "dense", "macs", 1.0, metrics={"macs": 400, "latency ms (batch 1)": 8.0})
+    half = bench_run.BenchEntry("l1", "importance", "macs", 0.25, metrics={"macs": 100, "latency ms (batch 1)": 4.0})
+    quarter = bench_run.BenchEntry("l1", "importance", "macs", 0.5, metrics={"macs": 200, "latency ms (batch 1)": 2.0})
+    failed = bench_run.BenchEntry("fpgm", "importance", "macs", 0.25, error="boom")
+    untimed = bench_run.BenchEntry("lamp", "importance", "macs", 0.25, metrics={"macs": 100})
+    points = speedup_points([dense, half, quarter, failed, untimed], "latency ms (batch 1)")
+    assert points == {"l1": [(4.0, 2.0), (2.0, 4.0)]}
+    assert speedup_points([half], "latency ms (batch 1)") == {}, "no dense row, nothing to divide by"
