@@ -146,10 +146,15 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path) -> Path:
-    """Written beside the target, then renamed: an interrupted bench leaves no half-written PNG."""
+def _finish(plt, figure, axes, path: Path, legend_width: float) -> Path:
+    """One legend for all panels on the right, then written beside the target and renamed: an
+    interrupted bench leaves no half-written PNG."""
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize="small")
+    figure.tight_layout(rect=(0, 0, 1 - legend_width, 1))
     partial = path.with_name(f".{path.name}.partial.png")
     figure.savefig(partial, dpi=110)
+    plt.close(figure)
     partial.replace(path)
     return path
 
@@ -171,12 +176,7 @@ def plot_speedup_vs_mac_ratio(entries: Sequence[BenchEntry], path: Path) -> Path
         axis.set_title(metric)
         axis.set_xlabel("MAC ratio (dense / pruned)")
         axis.set_ylabel("measured speed-up (dense / pruned)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center right", fontsize="small")
-    figure.tight_layout(rect=(0, 0, 0.8, 1))
-    saved = _save(figure, path)
-    plt.close(figure)
-    return saved
+    return _finish(plt, figure, axes, path, legend_width=0.2)
 
 
 def plot_accuracy_vs_budget(entries: Sequence[BenchEntry], path: Path) -> Path | None:
@@ -201,12 +201,7 @@ def plot_accuracy_vs_budget(entries: Sequence[BenchEntry], path: Path) -> Path |
         axis.set_xlabel(f"kept {unit} (%)")
         axis.set_ylabel("test accuracy (%)")
         axis.invert_xaxis()
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center right", fontsize="small")
-    figure.tight_layout(rect=(0, 0, 0.84, 1))
-    saved = _save(figure, path)
-    plt.close(figure)
-    return saved
+    return _finish(plt, figure, axes, path, legend_width=0.16)
 
 
 def _pct(value: float | None) -> str:
