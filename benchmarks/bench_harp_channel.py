@@ -28,13 +28,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from bench_harp import channel_importance, loaders, mean_std, read_rows
+from bench_harp import channel_importance, evaluate, loaders, mean_std, read_rows
 from harp_plugin.importance.channels import prune_channels
 from harp_plugin.importance.phases import train_masks
 from harp_plugin.masking import attach_masks
 from harp_plugin.models.resnet import resnet18
 from harp_plugin.robust.attacks import pgd
-from harp_plugin.robust.evaluation import predict
 from harp_plugin.robust.losses import PGDATLoss
 from harp_plugin.robust.training import TrainConfig, fit
 from harp_plugin.schedulers.gamma import IncrementalGamma
@@ -90,11 +89,6 @@ def pretrained(args: argparse.Namespace) -> nn.Module:
     summary = evaluate(model, test, args) | {"seconds": time.perf_counter() - start}
     (args.out / "pretrain.json").write_text(json.dumps(summary))
     return model
-
-
-def evaluate(model: nn.Module, test, args: argparse.Namespace) -> dict[str, float]:
-    outcome = predict(model, test, [pgd(args.eps, steps=20)], progress=False)
-    return {"clean": outcome.accuracy("clean"), "pgd20": outcome.accuracy("PGD-20")}
 
 
 def flops(model: nn.Module) -> float:
