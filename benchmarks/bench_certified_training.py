@@ -20,7 +20,8 @@ from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.cli.flags import add_setting_flags
 from harp_plugin.data import make_loaders
 from harp_plugin.pipeline.config import build_config
-from harp_plugin.pipeline.run import load_splits, build_model, certified_loss, prepare_certified
+from harp_plugin.data.run_data import load_splits
+from harp_plugin.pipeline.run import build_model, certified_loss, prepare_certified
 from harp_plugin.robust.certified import EpsilonRampHooks
 from harp_plugin.robust.training import TrainConfig, fit
 

@@ -25,12 +25,11 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from harp_plugin.bench.config import BenchConfig, claim_bench_dir
 from harp_plugin.bench.criteria import Budget, Criterion, PruneContext, model_cost, prune_to_budget, registered_criteria
 from harp_plugin.certify.accuracy import certified_accuracy
-from harp_plugin.data import DataSplits, load_dataset, make_loaders
+from harp_plugin.data.run_data import RunData, load_run_data
 from harp_plugin.deploy import load_pruned, read_pruned, save_pruned
 from harp_plugin.deploy.latency import measure_latency
 from harp_plugin.grouped import restore_grouped_kernels
@@ -74,11 +73,7 @@ class _Bench:
     config: BenchConfig
     out_dir: Path
     device: str
-    splits: DataSplits
-    train_loader: DataLoader
-    val_loader: DataLoader
-    test_loader: DataLoader
-    example: torch.Tensor
+    data: RunData
     attacks: list[Attack]
     log: Callable[[str], None]
 
@@ -91,25 +86,25 @@ class _Bench:
         return pgd(self.config.eps, steps=self.config.val_attack_steps) if training == "adversarial" else None
 
     def train(self, model: nn.Module, training: str, epochs: int, lr: float, checkpoint: Path, label: str) -> None:
-        fit(model, self.loss(training), self.train_loader, self.val_loader, TrainConfig(epochs=epochs, lr=lr),
+        fit(model, self.loss(training), self.data.train_loader, self.data.val_loader, TrainConfig(epochs=epochs, lr=lr),
             val_attack=self.val_attack(training), checkpoint_path=checkpoint, resume=True, device=self.device,
             progress=self.config.progress, description=label)
 
     def fresh_model(self) -> nn.Module:
-        return build_model(self.config, self.splits).to(self.device)
+        return build_model(self.config, self.data.splits).to(self.device)
 
     def evaluate(self, model: nn.Module, label: str) -> dict[str, float]:
         """Clean and attacked accuracy, certified accuracies, size and measured latency."""
-        report = evaluate(model, self.test_loader, self.attacks, self.splits.num_classes, self.device,
+        report = evaluate(model, self.data.test_loader, self.attacks, self.data.splits.num_classes, self.device,
                           self.config.progress, label)
         metrics = {"clean": report.clean_accuracy, **report.robust_accuracy,
                    "parameters": report.parameters, "macs": report.macs}
         for method in self.config.certify:
-            result = certified_accuracy(model, self.test_loader, self.config.eps, method=method,
+            result = certified_accuracy(model, self.data.test_loader, self.config.eps, method=method,
                                         backend=self.config.certify_backend, progress=self.config.progress)
             metrics[f"certified ({method.upper()})"] = result.certified_accuracy
         for batch in (1, self.config.batch_size):
-            inputs = self.example[:1].expand(batch, *self.example.shape[1:]).contiguous()
+            inputs = self.data.example[:1].expand(batch, *self.data.example.shape[1:]).contiguous()
             metrics[f"latency ms (batch {batch})"] = measure_latency(
                 model, inputs, repeats=self.config.latency_repeats).median_ms
         return metrics
@@ -123,11 +118,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> list[B
     dense = _dense(bench)
     budgets = [Budget(config.unit, keep) for keep in config.keep]
     context = PruneContext(
-        example=bench.example,
-        options={"gamma": IncrementalGamma(RunConfig.gamma0, RunConfig.gamma_period), "calibration": bench.train_loader,
+        example=bench.data.example,
+        options={"gamma": IncrementalGamma(RunConfig.gamma0, RunConfig.gamma_period), "calibration": bench.data.train_loader,
                  "eps": config.eps},
         remove_options=dict(
-            loss=bench.loss(config.finetune), train_loader=bench.train_loader, val_loader=bench.val_loader,
+            loss=bench.loss(config.finetune), train_loader=bench.data.train_loader, val_loader=bench.data.val_loader,
             prune=TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr),
             val_attack=bench.val_attack(config.finetune), progress=config.progress, strict=False,
         ),
@@ -144,13 +139,10 @@ def _open(config: BenchConfig, log: Callable[[str], None]) -> _Bench:
     out_dir = claim_bench_dir(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
-    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
-    train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
-    attacks = [build_attack(name, config.eps, config.eval_attack_steps, splits.num_classes)
+    data = load_run_data(config, device)
+    attacks = [build_attack(name, config.eps, config.eval_attack_steps, data.splits.num_classes)
                for name in config.eval_attacks]
-    example = next(iter(val_loader))[0][:2].to(device)
-    return _Bench(config, out_dir, device, splits, train_loader, val_loader, test_loader, example, attacks, log)
+    return _Bench(config, out_dir, device, data, attacks, log)
 
 
 def _dense(bench: _Bench) -> nn.Module:
@@ -237,7 +229,7 @@ def _pruned(
         torch.manual_seed(bench.config.seed)
         prune_to_budget(get_registry(), criterion, model, budget, context)
     entry.seconds["prune"] = time.perf_counter() - start
-    before, after = model_cost(dense, bench.example), model_cost(model, bench.example)
+    before, after = model_cost(dense, bench.data.example), model_cost(model, bench.data.example)
     entry.kept = {unit: after[unit] / before[unit] for unit in before}
     save_pruned(model, path, metadata={"kept": entry.kept})
     return model

@@ -5,7 +5,7 @@ import copy
 import inspect
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harp_plugin.data import DataSplits, load_dataset, make_loaders
+from harp_plugin.data import DataSplits, make_loaders
+from harp_plugin.data.run_data import RunData, load_run_data, load_splits
 from harp_plugin.distributed import is_main, shard_training_loader
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.certify.rewind import WeightRewinder
@@ -80,11 +81,7 @@ class _Session:
 
     config: RunConfig
     device: str
-    splits: DataSplits
-    train_loader: DataLoader
-    val_loader: DataLoader
-    test_loader: DataLoader
-    example: torch.Tensor
+    data: RunData
     loss: TrainingLoss
     val_attack: Attack
     log: Callable[[str], None] = print
@@ -114,7 +111,7 @@ class _Session:
         val_attack = self.val_attack
         if self.config.train == "certified":
             loss = certified_loss(self.config, epochs if ramp else 0)
-            ramp_hooks = EpsilonRampHooks(loss, self.val_loader)
+            ramp_hooks = EpsilonRampHooks(loss, self.data.val_loader)
             val_attack = None  # selection by IBP-certified validation accuracy instead
             config = TrainConfig(epochs=epochs, lr=self.config.certified_lr, optimizer="adam",
                                  weight_decay=0.0, grad_clip=8.0)
@@ -122,7 +119,7 @@ class _Session:
         if snapshot_epoch:
             hooks = EpochSnapshot(snapshot_epoch, snapshot_path(Path(self.config.out_dir), snapshot_epoch), ramp_hooks)
         result = fit(
-            model, loss, self.train_loader, self.val_loader, config, val_attack=val_attack,
+            model, loss, self.data.train_loader, self.data.val_loader, config, val_attack=val_attack,
             hooks=hooks, checkpoint_path=Path(self.config.out_dir) / checkpoint, resume=self.config.resume,
             device=self.device, progress=self.config.progress, description=description,
         )
@@ -135,11 +132,11 @@ class _Session:
     def evaluate(self, model: nn.Module, attacks: list[Attack], label: str) -> EvaluationReport:
         """Test-split report; certified accuracies (and IBP's unstable-ReLU share) go to extras."""
         report = evaluate(
-            model, self.test_loader, attacks, self.splits.num_classes, self.device, self.config.progress, label
+            model, self.data.test_loader, attacks, self.data.splits.num_classes, self.device, self.config.progress, label
         )
         for method in self.config.certify_methods:
             result = certified_accuracy(
-                model, self.test_loader, self.config.eps, method=method, device=self.device,
+                model, self.data.test_loader, self.config.eps, method=method, device=self.device,
                 progress=self.config.progress,
             )
             report.extras[f"certified accuracy ({method.upper()})"] = result.certified_accuracy
@@ -156,17 +153,17 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     start = time.perf_counter()
     session = _open_session(config, log)
     eval_attacks = [
-        build_attack(name, config.eps, config.eval_attack_steps, session.splits.num_classes)
+        build_attack(name, config.eps, config.eval_attack_steps, session.data.splits.num_classes)
         for name in config.eval_attacks
     ]
     get_registry().get("importances", config.method)  # a bad name fails before any training
     session.seconds["data"] = time.perf_counter() - start
 
     log(f"[2/6] {config.train} pre-training ({config.pretrain_epochs} epochs, {session.loss.name}, eps={config.eps})")
-    model = build_model(config, session.splits).to(session.device)
-    check_classifier_output(model, session.example, session.splits.num_classes)
+    model = build_model(config, session.data.splits).to(session.device)
+    check_classifier_output(model, session.data.example, session.data.splits.num_classes)
     if config.train == "certified":
-        prepare_certified(model, session.example, config)
+        prepare_certified(model, session.data.example, config)
     rewind_epoch = config.rewind_epoch
     if rewind_epoch == 0 and not (config.resume and snapshot_path(out_dir, 0).is_file()):
         save_initial(model, out_dir)
@@ -181,10 +178,10 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     rewinding = "" if rewind_epoch is None else f", survivors rewound to {config.rewind} after each round"
     log(f"[3/6] pruning {config.pruning_ratio:.0%} of {unit}{rounds} with {config.method!r} importance{rewinding}")
     pruned = copy.deepcopy(model)
-    importance = build_importance(config, pruned, session.train_loader)
+    importance = build_importance(config, pruned, session.data.train_loader)
     with session.timed("prune"):
         prune_history, masks = _prune(session, pruned, importance, rewind_state)
-        check_classifier_output(pruned, session.example, session.splits.num_classes)
+        check_classifier_output(pruned, session.data.example, session.data.splits.num_classes)
 
     log(f"[4/6] {config.train} fine-tuning ({config.finetune_epochs} epochs, fresh optimiser)")
     with session.timed("finetune"):
@@ -193,7 +190,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         fitted = isinstance(importance, HarpImportance) and importance.fitted  # channel mode; masks carry their own
         learned = importance.learned_kept_fractions() if fitted else None
         save_pruned(pruned, out_dir / "pruned.pt", masks=masks, learned_ratios=learned, metadata={
-            "model": config.model, "dataset": config.dataset, "input_shape": list(session.example.shape[1:]),
+            "model": config.model, "dataset": config.dataset, "input_shape": list(session.data.example.shape[1:]),
         })
         if masks is not None:
             remove_masks(masks, how="zero")  # θ ⊙ M as plain weights for evaluation
@@ -205,13 +202,13 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
         session.train(same_budget, budget.extra, config.finetune_lr, "same-budget.pt", "dense, same budget")
         save_checkpoint({"model": same_budget.state_dict()}, out_dir / "dense-same-budget.pt")
 
-    log(f"[6/6] evaluating the three models on {len(session.test_loader.dataset)} test images")
+    log(f"[6/6] evaluating the three models on {len(session.data.test_loader.dataset)} test images")
     with session.timed("evaluate"):
         reports = [session.evaluate(m, eval_attacks, label) for m, label in zip((model, same_budget, pruned), LABELS)]
     latency = []
     if config.latency_repeats and is_main():  # one process times, or ranks would slow each other
         with session.timed("latency"):
-            latency = compare_latency(model, pruned, session.example, config.latency_batches,
+            latency = compare_latency(model, pruned, session.data.example, config.latency_batches,
                                       repeats=config.latency_repeats, warmup=2)
     notes = session.notes + ([] if prune_history is None else [
         f"{config.method} scores trained for {len(prune_history.history)} epochs; "
@@ -241,24 +238,13 @@ def load_run_model(
     return model, make_loaders(splits, config.batch_size, seed=config.seed)[2]
 
 
-def load_splits(config: RunConfig) -> DataSplits:
-    """The run's dataset splits (seeded, with its caps on training and evaluation images)."""
-    caps = {k: v for k, v in (("max_train", config.max_train), ("max_eval", config.max_eval)) if v is not None}
-    return load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, download=config.download, **caps)
-
-
 def _open_session(config: RunConfig, log: Callable[[str], None]) -> _Session:
     device = resolve_device(config.device)
-    splits = load_splits(config)
-    train_loader, val_loader, test_loader = make_loaders(splits, config.batch_size, seed=config.seed)
+    data = load_run_data(config, device)
     return _Session(
         config=config,
         device=device,
-        splits=splits,
-        train_loader=shard_training_loader(train_loader, config.seed),
-        val_loader=val_loader,
-        test_loader=test_loader,
-        example=next(iter(val_loader))[0][:2].to(device),
+        data=replace(data, train_loader=shard_training_loader(data.train_loader, config.seed)),
         loss=(
             certified_loss(config, 0) if config.train == "certified"
             else build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps)
@@ -281,8 +267,8 @@ def _prune(
     common = dict(val_attack=session.val_attack, progress=config.progress)
     if config.mode == "channel":
         history = remove_channels(
-            model, importance, config.pruning_ratio, session.example, loss=session.loss,
-            train_loader=session.train_loader, val_loader=session.val_loader, prune=prune_config,
+            model, importance, config.pruning_ratio, session.data.example, loss=session.loss,
+            train_loader=session.data.train_loader, val_loader=session.data.val_loader, prune=prune_config,
             rounds=config.prune_rounds, between_rounds=lambda k: session.train(
                 model, config.finetune_epochs, config.finetune_lr, f"finetune-round{k + 1}.pt",
                 f"fine-tune round {k + 1}/{config.prune_rounds}", ramp=config.rewinds_before_full_eps,
@@ -293,7 +279,7 @@ def _prune(
         return history, None
     masks = attach_masks(model, importance.target_kept, method=importance.method)
     history = train_masks(
-        model, masks, session.loss, session.train_loader, session.val_loader, prune_config,
+        model, masks, session.loss, session.data.train_loader, session.data.val_loader, prune_config,
         gamma=importance.gamma, **common,
     )
     if rewind_state is not None:
