@@ -50,6 +50,20 @@ def save_initial(model: nn.Module, out_dir: Path) -> None:
     save_checkpoint({"model": copy.deepcopy(model.state_dict())}, snapshot_path(out_dir, 0))
 
 
+def check_capturable(out_dir: Path, epoch: int | None, checkpoint: Path) -> None:
+    """Before a resumed run trains anything: refuse a rewind snapshot that is missing although
+    the pre-training checkpoint is already past its epoch (it can never be captured now)."""
+    if not epoch or snapshot_path(out_dir, epoch).is_file() or not checkpoint.is_file():
+        return
+    finished = load_checkpoint(checkpoint, map_location=torch.device("cpu")).get("epoch", -1) + 1
+    if finished >= epoch:
+        raise ValueError(
+            f"rewind epoch {epoch} was never saved ({str(snapshot_path(out_dir, epoch))!r} is missing) and "
+            f"{str(checkpoint)!r} has already finished {finished} epochs: resume without --rewind epoch:{epoch}, "
+            "or start the run afresh"
+        )
+
+
 def load_snapshot(out_dir: Path, epoch: int, device: torch.device | str) -> State:
     """The saved state of ``epoch``; an error naming it when it was never saved."""
     path = snapshot_path(out_dir, epoch)

@@ -32,7 +32,9 @@ from harp_plugin.models.modes import eval_mode
 from harp_plugin.models.validation import check_classifier_output
 from harp_plugin.pipeline.budget import LABELS, epoch_budget
 from harp_plugin.pipeline.config import RunConfig, resolve_device
-from harp_plugin.pipeline.rewinding import EpochSnapshot, load_snapshot, save_initial, snapshot_path
+from harp_plugin.pipeline.rewinding import (
+    EpochSnapshot, check_capturable, load_snapshot, save_initial, snapshot_path,
+)
 from harp_plugin.registry import get_registry
 from harp_plugin.reports.writers import check_writable
 from harp_plugin.robust.attacks import Attack, pgd
@@ -165,6 +167,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunReport:
     if config.train == "certified":
         prepare_certified(model, session.data.example, config)
     rewind_epoch = config.rewind_epoch
+    if config.resume:
+        check_capturable(out_dir, rewind_epoch, out_dir / "pretrain.pt")
     if rewind_epoch == 0 and not (config.resume and snapshot_path(out_dir, 0).is_file()):
         save_initial(model, out_dir)
     with session.timed("pretrain"):
