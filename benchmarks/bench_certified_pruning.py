@@ -11,8 +11,12 @@ same-budget model are trained once per seed and shared by every criterion.
 
     python benchmarks/bench_certified_pruning.py --seeds 0 1 2 --json runs/bench-certified.json
 
-Prints a Markdown table: mean ± standard deviation over seeds of clean, IBP- and
-CROWN-IBP-certified accuracy and the unstable-ReLU fraction (IBP bounds) on the test split.
+``--json`` is also the resume point: runs it already holds are not run again (a file written
+with other settings is refused), so a stopped benchmark, or one run a criterion or ratio at a
+time into the same file, adds only what is missing; the table covers every run in the file.
+Prints Markdown tables: mean ± standard deviation over seeds of clean, IBP- and
+CROWN-IBP-certified accuracy and the unstable-ReLU fraction (IBP bounds) on the test split,
+then IBP-certified accuracy per seed.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from harp_plugin.pipeline.config import RunConfig
 from harp_plugin.pipeline.run import run
+from harp_plugin.reports.writers import write_text_atomic
 
 SHARED = ("pretrain.pt", "dense.pt", "same-budget.pt")
 METRICS = (
@@ -49,34 +54,59 @@ def run_one(args, seed: int, method: str, ratio: float, template: Path | None) -
         finetune_epochs=args.finetune_epochs, rewind=f"epoch:{args.rewind_epoch}", eval_attacks=(),
         certify=("ibp", "crown-ibp"), progress=False,
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     report = run(config, log=lambda line: print(f"  seed {seed} {method} {ratio:.0%}: {line}", flush=True)).to_dict()
-    return {"seed": seed, "method": method, "ratio": ratio, "seconds": time.perf_counter() - start,
+    return {"seed": seed, "method": method, "ratio": ratio, "settings": settings(args),
+            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
             "phase_seconds": report["seconds"],
             "epochs": report["epochs"], "notes": report["notes"],
             "models": {k: report[k] for k in ("dense", "dense_same_budget", "pruned")}, "out": str(out)}
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """What makes two runs of the same seed, criterion and ratio the same run."""
+    return {"rounds": args.rounds, "finetune_epochs": args.finetune_epochs, "rewind_epoch": args.rewind_epoch}
+
+
+def load_rows(path: str | None, wanted: dict) -> list[dict]:
+    """The runs an earlier invocation wrote to ``path``; refused if made with other settings."""
+    if path is None or not Path(path).is_file():
+        return []
+    rows = json.loads(Path(path).read_text())
+    other = [r.get("settings") for r in rows if r.get("settings") != wanted]
+    if other:
+        raise SystemExit(f"{path} holds runs made with other settings ({other[0]}, not {wanted}): use another --json")
+    return rows
+
+
 def table(rows: list[dict]) -> str:
+    """Mean ± standard deviation over seeds per model, then IBP-certified accuracy per seed."""
+    seeds = sorted({r["seed"] for r in rows})
     lines = ["| model | channels kept | epochs | " + " | ".join(m for m, _ in METRICS) + " |",
              "|---|---|---|" + "---|" * len(METRICS)]
+    per_seed = ["| model | channels kept | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                "|---|---|" + "---|" * len(seeds)]
 
-    def add(label: str, kept: str, epochs: int, reports: list[dict]) -> None:
+    def add(label: str, kept: str, epochs: int, reports: dict[int, dict]) -> None:
         cells = []
         for _, read in METRICS:
-            values = [100 * read(r) for r in reports]
+            values = [100 * read(r) for r in reports.values()]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
         lines.append(f"| {label} | {kept} | {epochs} | " + " | ".join(cells) + " |")
+        ibp = dict(METRICS)["IBP cert."]
+        cells = [f"{100 * ibp(reports[s]):.1f}" if s in reports else "–" for s in seeds]
+        per_seed.append(f"| {label} | {kept} | " + " | ".join(cells) + " |")
 
-    first = [r for r in rows if (r["method"], r["ratio"]) == (rows[0]["method"], rows[0]["ratio"])]  # one per seed
-    add("dense", "100%", first[0]["epochs"]["dense"], [r["models"]["dense"] for r in first])
-    add("dense, same budget", "100%", first[0]["epochs"]["dense, same budget"],
-        [r["models"]["dense_same_budget"] for r in first])
-    for method, ratio in dict.fromkeys((r["method"], r["ratio"]) for r in rows):
+    first = {r["seed"]: r for r in reversed(rows)}  # one run per seed: its dense models are every run's
+    epochs = next(iter(first.values()))["epochs"]
+    add("dense", "100%", epochs["dense"], {s: r["models"]["dense"] for s, r in first.items()})
+    add("dense, same budget", "100%", epochs["dense, same budget"],
+        {s: r["models"]["dense_same_budget"] for s, r in first.items()})
+    for method, ratio in sorted(dict.fromkeys((r["method"], r["ratio"]) for r in rows), key=lambda k: k[1]):
         group = [r for r in rows if (r["method"], r["ratio"]) == (method, ratio)]
-        add(method, f"{1 - ratio:.0%}", group[0]["epochs"]["pruned"], [r["models"]["pruned"] for r in group])
-    return "\n".join(lines)
+        add(method, f"{1 - ratio:.0%}", group[0]["epochs"]["pruned"], {r["seed"]: r["models"]["pruned"] for r in group})
+    return "\n".join(lines) + "\n\nIBP-certified accuracy per seed:\n\n" + "\n".join(per_seed)
 
 
 def main() -> None:
@@ -88,19 +118,22 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=3, help="retraining epochs after every round")
     parser.add_argument("--rewind-epoch", type=int, default=12, help="pre-training epoch survivors go back to")
     parser.add_argument("--out", default="runs/bench-certified")
-    parser.add_argument("--json", help="write every run's figures here (rewritten after each run)")
+    parser.add_argument("--json", help="every run's figures (rewritten after each run); runs it holds are skipped")
     args = parser.parse_args()
-    rows: list[dict] = []
-    templates: dict[int, Path] = {}  # per seed: the run whose dense checkpoints the others resume
+    rows = load_rows(args.json, settings(args))
+    done = {(r["seed"], r["method"], r["ratio"]) for r in rows}
+    # per seed: the run whose dense checkpoints the others resume
+    templates = {r["seed"]: Path(r["out"]) for r in reversed(rows)}
     for ratio in args.ratios:  # every seed at one ratio before the next: partial results stay usable
         for seed in args.seeds:
             for method in args.methods:
+                if (seed, method, ratio) in done:
+                    continue
                 row = run_one(args, seed, method, ratio, templates.get(seed))
                 templates.setdefault(seed, Path(row["out"]))
                 rows.append(row)
                 if args.json:
-                    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                    Path(args.json).write_text(json.dumps(rows, indent=2))
+                    write_text_atomic(Path(args.json), json.dumps(rows, indent=2))
     print(table(rows))
 
 
