@@ -80,10 +80,11 @@ def load_rows(path: str | None, wanted: dict) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """Mean ± standard deviation over seeds per model, then IBP-certified accuracy per seed."""
+    """Mean ± standard deviation over seeds per model (parameters: mean count; learned-rate
+    criteria spend the channel budget unevenly), then IBP-certified accuracy per seed."""
     seeds = sorted({r["seed"] for r in rows})
-    lines = ["| model | channels kept | epochs | " + " | ".join(m for m, _ in METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
+    lines = ["| model | channels kept | parameters | epochs | " + " | ".join(m for m, _ in METRICS) + " |",
+             "|---|---|---|---|" + "---|" * len(METRICS)]
     per_seed = ["| model | channels kept | " + " | ".join(f"seed {s}" for s in seeds) + " |",
                 "|---|---|" + "---|" * len(seeds)]
 
@@ -93,7 +94,8 @@ def table(rows: list[dict]) -> str:
             values = [100 * read(r) for r in reports.values()]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
-        lines.append(f"| {label} | {kept} | {epochs} | " + " | ".join(cells) + " |")
+        parameters = statistics.mean(r["parameters"] for r in reports.values()) / 1000
+        lines.append(f"| {label} | {kept} | {parameters:.1f} k | {epochs} | " + " | ".join(cells) + " |")
         ibp = dict(METRICS)["IBP cert."]
         cells = [f"{100 * ibp(reports[s]):.1f}" if s in reports else "–" for s in seeds]
         per_seed.append(f"| {label} | {kept} | " + " | ".join(cells) + " |")
@@ -134,7 +136,8 @@ def main() -> None:
                 rows.append(row)
                 if args.json:
                     write_text_atomic(Path(args.json), json.dumps(rows, indent=2))
-    print(table(rows))
+    asked = [r for r in rows if r["seed"] in args.seeds and r["method"] in args.methods and r["ratio"] in args.ratios]
+    print(table(asked))
 
 
 if __name__ == "__main__":
