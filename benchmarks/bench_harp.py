@@ -21,6 +21,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch_pruning as tp
@@ -56,19 +57,27 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--report", action="store_true", help="only write the tables and plot")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_harp"))
     parser.add_argument("--results", type=Path, default=Path("docs/results.md"))
+    return parse_flags(parser, width=16, width_help="SmallCNN width (the main job's default)", train_steps=5,
+                       pretrain_epochs=6, prune_epochs=3, finetune_epochs=2, timing_pairs=3)
+
+
+def parse_flags(parser: argparse.ArgumentParser, *, width: int, width_help: str, train_steps: int,
+                pretrain_epochs: int, prune_epochs: int, finetune_epochs: int, timing_pairs: int,
+                prune_help: str | None = None) -> argparse.Namespace:
+    """The flags both HARP benchmarks share (their defaults differ), then parse and check ``--device``."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--width", type=int, default=16, help="SmallCNN width (the main job's default)")
+    parser.add_argument("--width", type=int, default=width, help=width_help)
     parser.add_argument("--train-size", type=int, default=2000, help="training images (of 3,500)")
     parser.add_argument("--eps", type=float, default=0.1)
-    parser.add_argument("--train-steps", type=int, default=5, help="PGD steps of the training attack")
-    parser.add_argument("--pretrain-epochs", type=int, default=6)
-    parser.add_argument("--prune-epochs", type=int, default=3)
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=train_steps, help="PGD steps of the training attack")
+    parser.add_argument("--pretrain-epochs", type=int, default=pretrain_epochs)
+    parser.add_argument("--prune-epochs", type=int, default=prune_epochs, help=prune_help)
+    parser.add_argument("--finetune-epochs", type=int, default=finetune_epochs)
     parser.add_argument("--gamma0", type=float, default=0.02)
     parser.add_argument("--gamma-steps", type=int, default=1, help="optimiser steps per gamma step")
     parser.add_argument("--val-samples", type=int, default=256, help="fixed validation subset per epoch")
     parser.add_argument("--eval-samples", type=int, default=500, help="fixed random test subset for PGD-20")
-    parser.add_argument("--timing-pairs", type=int, default=3)
+    parser.add_argument("--timing-pairs", type=int, default=timing_pairs)
     parser.add_argument("--threads", type=int, default=1)
     add_device_flag(parser)
     args = parser.parse_args()
@@ -104,22 +113,25 @@ def gamma(args: argparse.Namespace, batches: int) -> IncrementalGamma:
     return IncrementalGamma(args.gamma0, period=args.gamma_steps / batches)
 
 
-def pretrained(args: argparse.Namespace) -> nn.Module:
-    """The shared dense PGD-AT model, trained once and cached with its test accuracy."""
-    path = args.out / "pretrained.pt"
-    torch.manual_seed(1234)
-    model = small_cnn(num_classes=10, width=args.width).to(args.device)
+def pretrained(args: argparse.Namespace, build: Callable[[], nn.Module] | None = None, seed: int = 1234,
+               tag: str = "") -> nn.Module:
+    """The dense PGD-AT model (``build()``, default the SmallCNN), trained once with ``seed`` for
+    ``args.pretrain_epochs`` and cached in ``args.out`` as ``pretrained{tag}.pt``, with its test
+    accuracy and training time in ``pretrain{tag}.json``."""
+    path = args.out / f"pretrained{tag}.pt"
+    torch.manual_seed(seed)
+    model = (build() if build is not None else small_cnn(num_classes=10, width=args.width)).to(args.device)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location=args.device, weights_only=True))
         return model
-    train, val, test = loaders(1234, args)
+    train, val, test = loaders(seed, args)
     start = time.perf_counter()
     fit(model, training_loss(args), train, val, config(args.pretrain_epochs, 0.05, args),
         val_attack=pgd(args.eps, steps=args.train_steps), progress=False, description="pre-train")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     summary = evaluate(model, test, args) | {"seconds": time.perf_counter() - start}
-    (args.out / "pretrain.json").write_text(json.dumps(summary))
+    (args.out / f"pretrain{tag}.json").write_text(json.dumps(summary))
     return model
 
 
@@ -306,14 +318,19 @@ def report(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
-    args = parse()
+def run_benchmark(args: argparse.Namespace, run_all: Callable[[argparse.Namespace], None],
+                  report: Callable[[argparse.Namespace], None]) -> None:
+    """One thread, the device line, then the runs (unless ``--report``) and the report."""
     torch.set_num_threads(args.threads)
     print(describe(args.device), flush=True)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch_pruning")
     if not args.report:
         run_all(args)
     report(args)
+
+
+def main() -> None:
+    run_benchmark(parse(), run_all, report)
 
 
 if __name__ == "__main__":

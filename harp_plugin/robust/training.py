@@ -127,31 +127,32 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         model.train()
         set_epoch(train_loader, epoch)
-        running, seen = 0.0, 0
+        tally = _LossTally(device)
         bar = tqdm(train_loader, desc=f"{description} {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for index, (inputs, labels) in enumerate(bar):
-            inputs, labels = inputs.to(device), labels.to(device)
-            hooks.on_batch_start(model, index, batches)
-            if isinstance(loss, ProgressAwareLoss):
-                loss.set_progress(epoch, index, batches)
-            with shape_errors_named(model, inputs):
-                value = loss(model, inputs, labels)
-            extra = hooks.regulariser(model)
-            total = value + extra if extra is not None else value
-            if not torch.isfinite(total):
-                raise FloatingPointError(
-                    f"training loss became {float(total)} at epoch {epoch + 1}, batch {index + 1}; "
-                    f"lower the learning rate (lr={config.lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            average_gradients(trainable)
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            running += float(value.detach()) * labels.numel()
-            seen += labels.numel()
-            bar.set_postfix(loss=f"{running / seen:.3f}")
+        try:
+            for index, (inputs, labels) in enumerate(bar):
+                inputs, labels = inputs.to(device), labels.to(device)
+                hooks.on_batch_start(model, index, batches)
+                if isinstance(loss, ProgressAwareLoss):
+                    loss.set_progress(epoch, index, batches)
+                with shape_errors_named(model, inputs):
+                    value = loss(model, inputs, labels)
+                extra = hooks.regulariser(model)
+                total = value + extra if extra is not None else value
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                average_gradients(trainable)
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                optimizer.step()
+                tally.add(index, value, total, labels.numel())
+                if progress:
+                    bar.set_postfix(loss=f"{tally.mean():.3f}")
+        except Exception:
+            tally.check(epoch, config.lr)  # a non-finite loss before it is the cause to report
+            raise
+        tally.check(epoch, config.lr)
+        running, seen = tally.running(), tally.seen
         average_buffers(model)
         running, seen = map(sum, zip(*gather_objects((running, seen))))
         record = _validate(model, val_loader, val_attack, device, config, epoch, running / max(seen, 1), optimizer)
@@ -171,6 +172,40 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+class _LossTally:
+    """The epoch's loss sum and its first non-finite batch, kept on the device: reading them is
+    a host-device synchronisation, so the loop reads them once per epoch (or per progress update)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), device=device)
+        self.seen = 0
+
+    def add(self, index: int, value: torch.Tensor, total: torch.Tensor, count: int) -> None:
+        total = total.detach()
+        new = ~torch.isfinite(total) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, index, self.first_bad)
+        self.bad_value = torch.where(new, total.to(self.bad_value.dtype), self.bad_value)
+        self.sum += value.detach().to(torch.float64) * count
+        self.seen += count
+
+    def check(self, epoch: int, lr: float) -> None:
+        """FloatingPointError naming the first batch whose loss (+ regulariser) was not finite."""
+        first = int(self.first_bad)
+        if first >= 0:
+            raise FloatingPointError(
+                f"training loss became {float(self.bad_value)} at epoch {epoch + 1}, batch {first + 1}; "
+                f"lower the learning rate (lr={lr})"
+            )
+
+    def running(self) -> float:
+        return float(self.sum)
+
+    def mean(self) -> float:
+        return self.running() / max(self.seen, 1)
 
 
 def _make_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from harp_plugin.robust import PGDATLoss, StandardLoss, TrainConfig, TrainingHooks, fit, pgd
 from harp_plugin.robust.checkpoint import load_checkpoint
@@ -132,3 +133,79 @@ def test_bad_inputs_are_clear_errors(tiny_model, tiny_loaders) -> None:
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):
         fit(tiny_model, StandardLoss(), train, val, TrainConfig(epochs=1), progress=False)
+
+
+class RecordedLoss(StandardLoss):
+    """Cross-entropy that remembers each batch's value and size (read on the host, here only),
+    and turns batch ``poison`` (epoch, batch, both 1-based) into ``poison_value``."""
+
+    def __init__(self, poison: tuple[int, int] | None = None, poison_value: float = float("nan")) -> None:
+        self.calls: list[tuple[float, int]] = []
+        self.poison, self.poison_value, self.batches_per_epoch = poison, poison_value, 4
+
+    def __call__(self, model, inputs, labels):
+        value = super().__call__(model, inputs, labels)
+        epoch, batch = divmod(len(self.calls), self.batches_per_epoch)
+        self.calls.append((value.item(), labels.numel()))
+        if self.poison == (epoch + 1, batch + 1):
+            return value * self.poison_value
+        return value
+
+
+def uneven_loader(tiny_data) -> DataLoader:
+    """36 images in batches of 10, 10, 10, 6: a plain mean of batch losses would be wrong."""
+    images, labels = tiny_data
+    return DataLoader(TensorDataset(images[:36], labels[:36]), batch_size=10, shuffle=True,
+                      generator=torch.Generator().manual_seed(1))
+
+
+def test_logged_loss_is_the_sample_weighted_mean_of_the_batch_losses(tiny_model, tiny_data, tiny_loaders) -> None:
+    loss = RecordedLoss()
+    result = fit(tiny_model, loss, uneven_loader(tiny_data), tiny_loaders[1], TrainConfig(epochs=2, lr=0.1),
+                 progress=False)
+    for epoch, record in enumerate(result.history):
+        batches = loss.calls[4 * epoch: 4 * epoch + 4]
+        assert [n for _, n in batches] == [10, 10, 10, 6]
+        expected = sum(v * n for v, n in batches) / 36
+        assert record.train_loss == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("poison_value, shown", [(float("nan"), "nan"), (float("inf"), "inf")])
+def test_a_non_finite_loss_names_its_first_batch(tiny_model, tiny_data, tiny_loaders, poison_value, shown) -> None:
+    loss = RecordedLoss(poison=(2, 3), poison_value=poison_value)
+    with pytest.raises(FloatingPointError, match=rf"training loss became {shown} at epoch 2, batch 3; lower the learning rate \(lr=0.1\)"):
+        fit(tiny_model, loss, uneven_loader(tiny_data), tiny_loaders[1], TrainConfig(epochs=3, lr=0.1), progress=False)
+    assert len(loss.calls) == 8, "checked once, at the end of the epoch it happened in (no per-step sync)"
+
+
+class ExplodingRegulariser(TrainingHooks):
+    """A finite loss but a non-finite regulariser from batch 2 on (as a diverged γ·L_c would be)."""
+
+    def __init__(self) -> None:
+        self.batch = 0
+
+    def on_batch_start(self, model, batch_index, batches_per_epoch) -> None:
+        self.batch = batch_index
+
+    def regulariser(self, model):
+        return torch.tensor(float("inf") if self.batch >= 1 else 0.0)
+
+
+def test_a_non_finite_regulariser_is_caught_too(tiny_model, tiny_data, tiny_loaders) -> None:
+    with pytest.raises(FloatingPointError, match=r"became inf at epoch 1, batch 2"):
+        fit(tiny_model, StandardLoss(), uneven_loader(tiny_data), tiny_loaders[1], TrainConfig(epochs=1, lr=0.1),
+            hooks=ExplodingRegulariser(), progress=False)
+
+
+def test_a_later_error_caused_by_a_non_finite_loss_reports_the_loss(tiny_model, tiny_data, tiny_loaders) -> None:
+    """HARP's rates turn NaN after a NaN loss and its next mask refresh fails: the loss is the cause."""
+
+    class FailsOnNaNWeights(TrainingHooks):
+        def on_batch_start(self, model, batch_index, batches_per_epoch) -> None:
+            if any(not torch.isfinite(p).all() for p in model.parameters()):
+                raise ValueError("cannot convert float NaN to integer")
+
+    with pytest.raises(FloatingPointError, match=r"became nan at epoch 1, batch 2") as caught:
+        fit(tiny_model, RecordedLoss(poison=(1, 2)), uneven_loader(tiny_data), tiny_loaders[1],
+            TrainConfig(epochs=1, lr=0.1), hooks=FailsOnNaNWeights(), progress=False)
+    assert isinstance(caught.value.__context__, ValueError)
