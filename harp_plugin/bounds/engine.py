@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from harp_plugin.bounds.fusion import fuse_channel_affine
 from harp_plugin.bounds.graph import BoundGraph, build_graph
 from harp_plugin.bounds.methods.crown import backward_lower_bound, crown_sweep
 from harp_plugin.bounds.methods.interval import interval_sweep
@@ -43,7 +44,7 @@ class BoundResult:
     upper: Tensor
     method: str
     backend: str = "native"
-    preactivations: dict[str, Interval] = field(default_factory=dict)
+    preactivations: Mapping[str, Interval] = field(default_factory=dict)
     graph: Optional[BoundGraph] = None
     """The bound graph (native backend): which BatchNorm feeds each ReLU, and so on."""
 
@@ -109,23 +110,25 @@ def _bounds(model, x, eps, method, y, C, lower, upper, intersect, overrides, mem
     with shape_errors_named(model, x):
         graph = build_graph(model, x, overrides)
         if method == "crown":
+            bounded = graph
             node_bounds = crown_sweep(graph, box, resolve_budget(memory_budget, x.device), intersect)
         else:
-            node_bounds = interval_sweep(graph, box)
+            bounded = fuse_channel_affine(graph)
+            node_bounds = interval_sweep(bounded, box, keep_all=method != "ibp")
     out_lower = node_bounds[-1][0]
     if out_lower.dim() != 2:
         raise ValueError(f"the model output must be (batch, classes), got shape {tuple(out_lower.shape)}")
     spec = _specification(out_lower, y, C)
     rows = spec.shape[1]
     A = torch.cat([spec, -spec], dim=1)
-    last = len(graph.nodes) - 1
-    result = backward_lower_bound(graph, node_bounds, last, A, fold_only=True)
+    last = len(bounded.nodes) - 1
+    result = backward_lower_bound(bounded, node_bounds, last, A, fold_only=True)
     if method != "ibp":
-        crown = backward_lower_bound(graph, node_bounds, last, A)
+        crown = backward_lower_bound(bounded, node_bounds, last, A)
         result = torch.maximum(crown, result) if intersect else crown
     lower_spec, upper_spec = result[:, :rows], -result[:, rows:]
     lower_spec, upper_spec = checked_bounds(lower_spec, upper_spec, "output specification")
-    return BoundResult(lower_spec, upper_spec, method, "native", _preactivations(graph, node_bounds), graph)
+    return BoundResult(lower_spec, upper_spec, method, "native", Preactivations(bounded, node_bounds), graph)
 
 
 def check_device(model: nn.Module, x: Tensor) -> None:
@@ -152,5 +155,19 @@ def _specification(out: Tensor, y: Optional[Tensor], C: Optional[Tensor]) -> Ten
     return C.to(out.dtype)
 
 
-def _preactivations(graph: BoundGraph, bounds: list[Interval]) -> dict[str, Interval]:
-    return {graph.nodes[i].name: bounds[graph.nodes[i].inputs[0]] for i in graph.relu_nodes}
+class Preactivations(Mapping[str, Interval]):
+    """Each ReLU's name → the bounds of its input, materialised when first read (IBP keeps
+    them as centre and radius until then)."""
+
+    def __init__(self, graph: BoundGraph, bounds: Sequence[Interval]) -> None:
+        self._bounds = bounds
+        self._inputs = {graph.nodes[i].name: graph.nodes[i].inputs[0] for i in graph.relu_nodes}
+
+    def __getitem__(self, name: str) -> Interval:
+        return self._bounds[self._inputs[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inputs)
+
+    def __len__(self) -> int:
+        return len(self._inputs)

@@ -6,9 +6,11 @@ engine has rules for (:mod:`harp_plugin.bounds.operators.op_map`). Calls on cons
 (buffers, ``x.size(0)``) are evaluated. A node with no bound rule raises
 :class:`UnsupportedLayerError` naming the node, its target, its module path and the supported
 operations; a model fx cannot trace raises :class:`UntraceableModelError` with the tracer's
-reason. The operators are rebuilt on every call, so pruned layers, new parameter objects and
-updated BatchNorm statistics are always what is bounded; the trace and the shapes it needs are
-cached per model structure and input shape.
+reason. Operators that read the model's tensors (weights, BatchNorm statistics, constant
+buffers) are rebuilt on every call, so pruned layers, new parameter objects, in-place updates
+and masks are always what is bounded; the trace, the shapes it needs and the operators that
+read no tensor (activations, rearrangements, pooling, additions) are cached per model
+structure (module types, hyper-parameters, tensor shapes) and input shape.
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ class Node:
     op: Optional[BoundOp]
     inputs: tuple[int, ...]
     module: Optional[nn.Module] = None
+    shape: Optional[torch.Size] = None
+    """The node's output shape, batch first (None for the input node)."""
 
 
 @dataclass
@@ -68,9 +72,20 @@ class BoundGraph:
 
     nodes: list[Node] = field(default_factory=lambda: [Node("input", None, ())])
 
-    def add(self, name: str, op: BoundOp, inputs: tuple[int, ...], module: Optional[nn.Module] = None) -> int:
-        self.nodes.append(Node(name, op, inputs, module))
+    def add(
+        self, name: str, op: BoundOp, inputs: tuple[int, ...], module: Optional[nn.Module] = None,
+        shape: Optional[torch.Size] = None,
+    ) -> int:
+        self.nodes.append(Node(name, op, inputs, module, shape))
         return len(self.nodes) - 1
+
+    def consumers(self) -> list[list[int]]:
+        """For each node, the nodes that read it."""
+        found: list[list[int]] = [[] for _ in self.nodes]
+        for index, node in enumerate(self.nodes):
+            for source in node.inputs:
+                found[source].append(index)
+        return found
 
     @property
     def relu_nodes(self) -> list[int]:
@@ -112,6 +127,9 @@ class _Trace:
     graph: fx.Graph
     values: dict[tuple, dict[str, Any]] = field(default_factory=dict)
     """Per input shape: each node's shape (tensors) or value (anything else)."""
+    rules: dict[str, tuple] = field(default_factory=dict)
+    """For the input shape in ``values``: the rule results (operator, bounded inputs) of the
+    nodes that read no tensor of the model, which depend on shapes only."""
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, _Trace]" = weakref.WeakKeyDictionary()
@@ -123,6 +141,7 @@ def build_graph(model: nn.Module, x: Tensor, overrides: Optional[Mapping[nn.Modu
     overrides = overrides or {}
     trace = _trace(model)
     values = _node_values(model, trace, x)
+    rules = trace.rules
     graph = BoundGraph()
     env: dict[fx.Node, Any] = {}
     names: dict[str, int] = {}
@@ -145,18 +164,22 @@ def build_graph(model: nn.Module, x: Tensor, overrides: Optional[Mapping[nn.Modu
             elif not isinstance(values[node.name], torch.Size):
                 env[node] = values[node.name]  # size(), shape, dim() of a bounded tensor
             else:
-                env[node] = _add_node(model, graph, node, args, kwargs, values[node.name], overrides, names)
+                env[node] = _add_node(model, graph, node, args, kwargs, values[node.name], overrides, names, rules)
     raise AssertionError("an fx graph always ends with an output node")
 
 
-def _add_node(model, graph, node, args, kwargs, shape, overrides, names) -> Bound:
+def _add_node(model, graph, node, args, kwargs, shape, overrides, names, rules) -> Bound:
     module = model.get_submodule(node.target) if node.op == "call_module" else None
-    try:
-        found = _rule(node, module, args, kwargs, overrides)
-    except NoBoundRule as error:
-        raise _unsupported(model, node, module, str(error)) from None
+    found = None if module in overrides else rules.get(node.name)
     if found is None:
-        raise _unsupported(model, node, module, "")
+        try:
+            found = _rule(node, module, args, kwargs, overrides)
+        except NoBoundRule as error:
+            raise _unsupported(model, node, module, str(error)) from None
+        if found is None:
+            raise _unsupported(model, node, module, "")
+        if module not in overrides and _reads_no_tensor(module, args, kwargs):
+            rules[node.name] = found
     op, inputs = found
     if op is None:
         return inputs[0]
@@ -166,7 +189,19 @@ def _add_node(model, graph, node, args, kwargs, shape, overrides, names) -> Boun
     names[name] = names.get(name, 0) + 1
     if names[name] > 1:
         name = f"{name}#{names[name]}"
-    return Bound(graph.add(name, op, tuple(a.index for a in inputs), module), shape)
+    return Bound(graph.add(name, op, tuple(a.index for a in inputs), module, shape), shape)
+
+
+def _reads_no_tensor(module: Optional[nn.Module], args: tuple, kwargs: dict) -> bool:
+    """Whether a node's operator depends on shapes and hyper-parameters only (so it can be
+    reused while the structure key and the input shape stay the same): a call whose constant
+    operands are not tensors, or a torch.nn module without parameters or buffers."""
+    if module is not None:
+        own_tensors = next(iter(module.parameters()), None) is not None or next(iter(module.buffers()), None) is not None
+        return not own_tensors and type(module).__module__.startswith("torch.nn.")
+    found = []
+    fx.node.map_aggregate((args, kwargs), lambda v: found.append(v) if isinstance(v, Tensor) else None)
+    return not found
 
 
 def _rule(node: fx.Node, module: Optional[nn.Module], args: tuple, kwargs: dict, overrides) -> Optional[tuple]:
@@ -216,7 +251,7 @@ def _fetch(model: nn.Module, target: str) -> Any:
 
 
 def _structure_key(model: nn.Module) -> tuple:
-    modules = tuple((name, type(m), m.training) for name, m in model.named_modules())
+    modules = tuple((name, type(m), m.training, m.extra_repr()) for name, m in model.named_modules())
     tensors = tuple((name, tuple(t.shape)) for name, t in (*model.named_parameters(), *model.named_buffers()))
     return modules, tensors
 
@@ -256,6 +291,7 @@ def _node_values(model: nn.Module, trace: _Trace, x: Tensor) -> dict[str, Any]:
         with torch.no_grad(), eval_mode(model):  # no BatchNorm statistics updated, no dropout drawn
             _Recorder(fx.GraphModule(model, trace.graph)).run(x)
         trace.values = {key: recorded}
+        trace.rules = {}
     return trace.values[key]
 
 
