@@ -5,10 +5,12 @@ The LightningModule is ordinary adversarial training (PGD-AT) with one extension
 added to the loss). ``HarpPruningCallback`` attaches HARP channel masks in ``setup`` — before
 Lightning builds the optimiser, so the optimiser trains the channel scores, the per-layer
 rates and BN while the weights stay frozen — and adds γ·L_c through the hooks. When
-Lightning's loop ends it hands the learned scores to ``HarpImportance`` and removes the
-channels with ``tp.MetaPruner``; a second ``Trainer.fit`` (a fresh optimiser) fine-tunes the
-smaller network. 768 mnist5k images and a few epochs keep it short on a CPU; Lightning puts
-the model on a GPU when there is one, and every harp_plugin call follows it there.
+Lightning's loop ends it projects the learned rates onto the FLOPs budget
+(``project_onto_budget``: this loop is not ``HarpImportance.fit``, which would do it), hands the
+learned scores to ``HarpImportance`` and removes the channels with ``tp.MetaPruner``; a second
+``Trainer.fit`` (a fresh optimiser) fine-tunes the smaller network. 768 mnist5k images and a
+few epochs keep it short on a CPU; Lightning puts the model on a GPU when there is one, and every
+harp_plugin call follows it there.
 
     PYTHONPATH=. python integrations/lightning_harp_callback.py
 """
@@ -22,7 +24,7 @@ from torch import nn
 from harp_plugin.data import load_dataset, make_loaders
 from harp_plugin.importance import HarpImportance
 from harp_plugin.importance.phases import batchnorm_parameters
-from harp_plugin.masking import attach_masks
+from harp_plugin.masking import attach_masks, project_onto_budget
 from harp_plugin.masking.hooks import MaskTrainingHooks
 from harp_plugin.models import model_device, small_cnn
 from harp_plugin.robust.evaluation import predict
@@ -58,10 +60,12 @@ class HarpPruningCallback(pl.Callback):
         self.importance = HarpImportance(target_kept, kept_init=0.8, gamma=gamma)
         self.example_inputs, self.gamma = example_inputs, gamma
         self.masks = None
+        self.dense_flops = 0.0
         self.frozen: list[nn.Parameter] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         model = pl_module.model
+        self.dense_flops = layer_flops(model, self.example_inputs.to(model_device(model)))  # the plain model
         self.masks = attach_masks(model, self.importance.target_kept, mode="channel", method="harp",
                                   kept_init=self.importance.kept_init, example_inputs=self.example_inputs)
         keep = {id(p) for p in self.masks.score_parameters() + batchnorm_parameters(model)}
@@ -77,8 +81,17 @@ class HarpPruningCallback(pl.Callback):
         print(f"HARP masks keep {self.masks.kept_cost_fraction():.3f} of the FLOPs; budget (uniform "
               f"{self.importance.target_kept:.0%} of channels) {self.masks.budget_fraction():.3f}, "
               f"reached: {self.masks.target_reached()}")
+        print(f"projected onto the budget: {project_onto_budget(self.masks).kept_cost:.4f}")
         self.importance.adopt(self.masks, self.example_inputs)
         self.importance.make_pruner(pl_module.model, self.example_inputs).step()
+        share = layer_flops(pl_module.model, self.example_inputs.to(model_device(pl_module.model))) / self.dense_flops
+        print(f"the pruned network keeps {share:.4f} of the Conv/Linear FLOPs")
+
+
+def layer_flops(model: nn.Module, example_inputs: torch.Tensor) -> float:
+    """Conv/Linear MACs by Torch-Pruning's own counter (what HARP's FLOPs budget counts)."""
+    per_layer = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)[2]
+    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear))))
 
 
 def accuracy(model: nn.Module, loader) -> float:

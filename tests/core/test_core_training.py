@@ -173,7 +173,8 @@ def test_logged_loss_is_the_sample_weighted_mean_of_the_batch_losses(tiny_model,
 @pytest.mark.parametrize("poison_value, shown", [(float("nan"), "nan"), (float("inf"), "inf")])
 def test_a_non_finite_loss_names_its_first_batch(tiny_model, tiny_data, tiny_loaders, poison_value, shown) -> None:
     loss = RecordedLoss(poison=(2, 3), poison_value=poison_value)
-    with pytest.raises(FloatingPointError, match=rf"training loss became {shown} at epoch 2, batch 3; lower the learning rate \(lr=0.1\)"):
+    message = rf"training loss became {shown} at epoch 2, batch 3; lower the learning rate \(lr=0.1\)"
+    with pytest.raises(FloatingPointError, match=message):
         fit(tiny_model, loss, uneven_loader(tiny_data), tiny_loaders[1], TrainConfig(epochs=3, lr=0.1), progress=False)
     assert len(loss.calls) == 8, "checked once, at the end of the epoch it happened in (no per-step sync)"
 
