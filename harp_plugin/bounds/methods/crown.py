@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from harp_plugin.bounds.graph import BoundGraph
+from harp_plugin.bounds.methods.patches import Patches
 from harp_plugin.bounds.numerics import checked_bounds
-from harp_plugin.bounds.operators.base import AffineOp, Interval, RelaxedOp
+from harp_plugin.bounds.operators.base import AffineOp, BoundOp, Interval, RelaxedOp
 
 WORKING_COPIES = 6
 """Coefficient-sized tensors alive at once during a backward pass (A, its two signs, the
@@ -28,30 +29,57 @@ products, the result): the memory budget is divided by this and the element size
 
 
 def backward_lower_bound(
-    graph: BoundGraph, bounds: list[Interval], target: int, A: Tensor, fold_only: bool = False
+    graph: BoundGraph, bounds: list[Interval], target: int, A: Tensor | Patches, fold_only: bool = False
 ) -> Tensor:
-    """Lower bound ``(B, K)`` of ``A · node[target]`` for A of shape ``(B, K, *node_shape)``.
+    """Lower bound ``(B, K)`` of ``A · node[target]`` for A of shape ``(B, K, *node_shape)``
+    (or patches on that node: they stay patches through the operators with a patches rule).
 
     With ``fold_only`` the propagation stops at non-affine nodes and concretises with their
     interval bounds; otherwise it relaxes them and goes down to the input box.
     """
-    pending: dict[int, Tensor] = {target: A}
+    pending: dict[int, Tensor | Patches] = {target: A}
     total: Optional[Tensor] = None
     for index in range(target, -1, -1):
         coeffs = pending.pop(index, None)
         if coeffs is None:
             continue
         node = graph.nodes[index]
-        if index == 0 or (fold_only and not node.op.affine):
+        coeffs_in: list[Tensor | Patches] = []
+        if index == 0:
+            term = coeffs.concretise(bounds[0]) if isinstance(coeffs, Patches) else concretise(coeffs, bounds[0])
+        elif fold_only and not node.op.affine:
             term = concretise(coeffs, bounds[index])
         else:
-            coeffs_in, term = node.op.backward(coeffs, [bounds[i] for i in node.inputs])
-            for source, contribution in zip(node.inputs, coeffs_in):
-                pending[source] = pending[source] + contribution if source in pending else contribution
+            coeffs_in, term = _backward(node.op, coeffs, [bounds[i] for i in node.inputs], bounds[index][0].shape[1:])
+        for source, contribution in zip(node.inputs, coeffs_in):
+            shape = bounds[source][0].shape[1:]
+            if isinstance(contribution, Patches) and contribution.larger_than_dense(shape):
+                contribution = contribution.to_dense(shape)
+            pending[source] = _sum(pending[source], contribution, shape) if source in pending else contribution
         if term is not None:
             total = term if total is None else total + term
     assert total is not None, "every backward path ends at a concretised node"
     return total
+
+
+def _backward(op: BoundOp, coeffs: Tensor | Patches, in_bounds: list[Interval], shape: torch.Size):
+    """One operator's backward step, on patches where it has a patches rule, else dense."""
+    if isinstance(coeffs, Patches):
+        found = op.backward_patches(coeffs, in_bounds)
+        if found is not None:
+            return found
+        coeffs = coeffs.to_dense(shape)
+    return op.backward(coeffs, in_bounds)
+
+
+def _sum(a: Tensor | Patches, b: Tensor | Patches, shape: torch.Size) -> Tensor | Patches:
+    """Two coefficient sets on one node: patches while both are patches of one stride."""
+    if isinstance(a, Patches) and isinstance(b, Patches):
+        both = a.plus(b)
+        if both is not None:
+            return both
+    dense = [c.to_dense(shape) if isinstance(c, Patches) else c for c in (a, b)]
+    return dense[0] + dense[1]
 
 
 def concretise(A: Tensor, box: Interval) -> Tensor:
@@ -79,10 +107,14 @@ def exact_nodes(graph: BoundGraph) -> list[bool]:
     return exact
 
 
-def crown_sweep(graph: BoundGraph, box: Interval, budget_bytes: int, intersect: bool = True) -> list[Interval]:
+def crown_sweep(
+    graph: BoundGraph, box: Interval, budget_bytes: int, intersect: bool = True, patches: bool = True
+) -> list[Interval]:
     """Bounds of every node with each relaxed node's input tightened by CROWN, in graph order.
 
-    With ``intersect`` a CROWN bound never replaces a tighter interval bound.
+    With ``intersect`` a CROWN bound never replaces a tighter interval bound. With ``patches``
+    the coefficients of image-shaped (C, H, W) nodes' neurons start as per-neuron kernels
+    (:mod:`harp_plugin.bounds.methods.patches`); without, they are dense from the start.
     """
     demands = tightening_demands(graph)
     tight = exact_nodes(graph)
@@ -94,7 +126,7 @@ def crown_sweep(graph: BoundGraph, box: Interval, budget_bytes: int, intersect: 
         elif index in demands and not tight[index]:
             consumers = demands[index]
             wanted = torch.ones_like(lower, dtype=torch.bool) if consumers is None else _inexact(consumers, lower, upper)
-            lower, upper = _tighten(graph, bounds + [(lower, upper)], index, wanted, budget_bytes, intersect)
+            lower, upper = _tighten(graph, bounds + [(lower, upper)], index, wanted, budget_bytes, intersect, patches)
             lower, upper = checked_bounds(lower, upper, node.name)
             tight[index] = True
         bounds.append((lower, upper))
@@ -139,47 +171,64 @@ def _follows_tight_input(node, tight: list[bool]) -> bool:
 
 
 def _tighten(
-    graph: BoundGraph, bounds: list[Interval], index: int, wanted: Tensor, budget_bytes: int, intersect: bool
+    graph: BoundGraph, bounds: list[Interval], index: int, wanted: Tensor, budget_bytes: int, intersect: bool,
+    patches: bool,
 ) -> Interval:
-    """CROWN bounds of the ``wanted`` neurons of node ``index``, sample by sample."""
+    """CROWN bounds of the ``wanted`` neurons of node ``index``, sample by sample.
+
+    The work comes in units: with patches, a spatial position of a (C, H, W) node with any
+    wanted neuron (its C channels are bounded together, sharing one window per level);
+    otherwise one neuron. Only wanted neurons take the new bounds.
+    """
     lower, upper = bounds[index]
     batch, shape = lower.shape[0], lower.shape[1:]
-    flat_lower, flat_upper = lower.flatten(1), upper.flatten(1)
-    unstable = wanted.flatten(1)
-    counts = unstable.sum(1)
-    rows = int(counts.max()) if batch else 0
-    if rows == 0:
+    by_position = patches and len(shape) == 3
+    group = shape[0] if by_position else 1  # neurons per unit
+    flat_wanted = wanted.view(batch, group, -1)
+    units = flat_wanted.any(1)
+    counts = units.sum(1)
+    count = int(counts.max()) if batch else 0
+    if count == 0:
         return lower, upper
-    # each sample's wanted positions first (a stable sort keeps them distinct and ordered)
-    positions = unstable.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :rows]
-    valid = torch.arange(rows, device=lower.device).unsqueeze(0) < counts.unsqueeze(1)
+    # each sample's units first (a stable sort keeps them distinct and ordered)
+    picks = units.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :count]
+    valid = torch.arange(count, device=lower.device).unsqueeze(0) < counts.unsqueeze(1)
     widest = max(b[0][0].numel() for b in bounds)
     elements = budget_bytes // (lower.element_size() * WORKING_COPIES)
-    batch_chunk = max(1, min(batch, elements // (2 * widest)))
-    row_chunk = max(1, elements // (2 * widest * batch_chunk))
-    new_lower, new_upper = flat_lower.clone(), flat_upper.clone()
+    batch_chunk = max(1, min(batch, elements // (2 * group * widest)))
+    unit_chunk = max(1, elements // (2 * group * widest * batch_chunk))
+    old_lower, old_upper = lower.reshape(batch, group, -1), upper.reshape(batch, group, -1)
+    new_lower, new_upper = old_lower.clone(), old_upper.clone()
     for b0 in range(0, batch, batch_chunk):
         part = slice(b0, b0 + batch_chunk)
         part_bounds = [(l[part], u[part]) for l, u in bounds]
-        for r0 in range(0, rows, row_chunk):
-            picks = positions[part, r0:r0 + row_chunk]
-            keep = valid[part, r0:r0 + row_chunk]
-            crown_lower, crown_upper = _bound_rows(graph, part_bounds, index, picks, shape)
-            old_lower, old_upper = flat_lower[part].gather(1, picks), flat_upper[part].gather(1, picks)
+        for u0 in range(0, count, unit_chunk):
+            chunk = picks[part, u0:u0 + unit_chunk]
+            at = chunk.unsqueeze(1).expand(-1, group, -1)
+            keep = valid[part, u0:u0 + unit_chunk].unsqueeze(1) & flat_wanted[part].gather(2, at)
+            crown_lower, crown_upper = _bound_units(graph, part_bounds, index, chunk, shape, by_position)
+            was_lower, was_upper = old_lower[part].gather(2, at), old_upper[part].gather(2, at)
             if intersect:
-                crown_lower, crown_upper = torch.maximum(crown_lower, old_lower), torch.minimum(crown_upper, old_upper)
-            new_lower[part] = new_lower[part].scatter(1, picks, torch.where(keep, crown_lower, old_lower))
-            new_upper[part] = new_upper[part].scatter(1, picks, torch.where(keep, crown_upper, old_upper))
+                crown_lower, crown_upper = torch.maximum(crown_lower, was_lower), torch.minimum(crown_upper, was_upper)
+            new_lower[part] = new_lower[part].scatter(2, at, torch.where(keep, crown_lower, was_lower))
+            new_upper[part] = new_upper[part].scatter(2, at, torch.where(keep, crown_upper, was_upper))
     return new_lower.view_as(lower), new_upper.view_as(upper)
 
 
-def _bound_rows(graph: BoundGraph, bounds: list[Interval], index: int, picks: Tensor, shape: torch.Size) -> Interval:
-    """CROWN lower and upper bounds of the picked neurons (per sample) of node ``index``."""
-    batch, rows = picks.shape
-    A = torch.zeros(batch, 2 * rows, shape.numel(), dtype=bounds[0][0].dtype, device=picks.device)
-    ones = torch.ones(batch, rows, 1, dtype=A.dtype, device=A.device)
-    A[:, :rows].scatter_(2, picks.unsqueeze(2), ones)
-    A[:, rows:].scatter_(2, picks.unsqueeze(2), -ones)
-    result = backward_lower_bound(graph, bounds, index, A.view(batch, 2 * rows, *shape))
-    return result[:, :rows], -result[:, rows:]
-
+def _bound_units(
+    graph: BoundGraph, bounds: list[Interval], index: int, picks: Tensor, shape: torch.Size, by_position: bool
+) -> Interval:
+    """CROWN lower and upper bounds (B, group, units) of the picked units of node ``index``:
+    spatial positions (every channel, as patches) or single neurons (dense coefficients)."""
+    batch, units = picks.shape
+    dtype = bounds[0][0].dtype
+    if by_position:
+        result = backward_lower_bound(graph, bounds, index, Patches.of_positions(picks, shape, dtype))
+        result = result.view(batch, units, 2, shape[0]).permute(2, 0, 3, 1)
+        return result[0], -result[1]
+    A = torch.zeros(batch, 2 * units, shape.numel(), dtype=dtype, device=picks.device)
+    ones = torch.ones(batch, units, 1, dtype=dtype, device=picks.device)
+    A[:, :units].scatter_(2, picks.unsqueeze(2), ones)
+    A[:, units:].scatter_(2, picks.unsqueeze(2), -ones)
+    result = backward_lower_bound(graph, bounds, index, A.view(batch, 2 * units, *shape))
+    return result[:, :units].unsqueeze(1), -result[:, units:].unsqueeze(1)

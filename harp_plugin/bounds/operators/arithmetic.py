@@ -3,13 +3,16 @@ element-wise affine maps by constants (``x - mean``, ``x / std``, ``2 * x``, ``-
 from __future__ import annotations
 
 import operator
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from harp_plugin.bounds.errors import NoBoundRule
-from harp_plugin.bounds.operators.base import AffineOp, Backward, Bound, BoundOp, Interval, bounded
+from harp_plugin.bounds.operators.base import AffineOp, Backward, Bound, BoundOp, Interval, PatchesBackward, bounded
+
+if TYPE_CHECKING:
+    from harp_plugin.bounds.methods.patches import Patches
 
 
 class AddOp(BoundOp):
@@ -25,6 +28,9 @@ class AddOp(BoundOp):
     def backward(self, A: Tensor, in_bounds: Sequence[Interval]) -> Backward:
         return [A, A if self.sign > 0 else -A], None
 
+    def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
+        return [patches, patches if self.sign > 0 else patches.negated()], None
+
 
 class ScaleShiftOp(AffineOp):
     """``x * scale + shift`` with constants broadcast against x (same output shape as x)."""
@@ -33,6 +39,7 @@ class ScaleShiftOp(AffineOp):
 
     def __init__(self, scale: Tensor | float = 1.0, shift: Tensor | float = 0.0) -> None:
         self.scale, self.shift = scale, shift
+        self.spatially_uniform = all(map(_uniform_over_space, (scale, shift)))
 
     def linear(self, x: Tensor) -> Tensor:
         return x * self.scale
@@ -45,6 +52,11 @@ class ScaleShiftOp(AffineOp):
 
     def bias(self, out_shape: torch.Size) -> Optional[Tensor]:
         return torch.as_tensor(self.shift)
+
+
+def _uniform_over_space(value: Tensor | float) -> bool:
+    """Whether a constant broadcast against (C, H, W) is the same at every position."""
+    return not isinstance(value, Tensor) or value.numel() == 1 or (value.dim() >= 2 and value.shape[-2:] == (1, 1))
 
 
 def _constant(value, shape: torch.Size):
@@ -106,6 +118,7 @@ class _Divide(ScaleShiftOp):
     def __init__(self, divisor: Tensor | float) -> None:
         super().__init__(1.0, 0.0)
         self.divisor = divisor
+        self.spatially_uniform = _uniform_over_space(divisor)
 
     def linear(self, x: Tensor) -> Tensor:
         return x / self.divisor

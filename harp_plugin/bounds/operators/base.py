@@ -6,6 +6,9 @@ An operator bounds one node of the graph:
 * ``backward(A, in_bounds)``: given coefficients ``A`` of shape ``(B, K, *out_shape)`` of a
   linear function of its output, the coefficients on each input and the constant term of a
   *lower* bound of that function (CROWN). Upper bounds are lower bounds of ``-A``.
+* ``backward_patches(patches, in_bounds)``: the same on coefficients kept as per-neuron
+  kernels over windows (:mod:`harp_plugin.bounds.methods.patches`), for the operators that map
+  windows to windows; None (the default) makes CROWN use the dense form for this operator.
 
 Parameters are read when the operator is built (the graph is rebuilt on every call), always
 through the effective weight, so pruned, masked and parametrised layers are bounded as they
@@ -15,14 +18,18 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+if TYPE_CHECKING:
+    from harp_plugin.bounds.methods.patches import Patches
+
 Interval = tuple[Tensor, Tensor]
 Backward = tuple[list[Tensor], Optional[Tensor]]
+PatchesBackward = Optional[tuple[list["Patches"], Optional[Tensor]]]
 
 
 class BoundOp(abc.ABC):
@@ -43,6 +50,10 @@ class BoundOp(abc.ABC):
     def backward(self, A: Tensor, in_bounds: Sequence[Interval]) -> Backward:
         """Coefficients on each input and the constant (``(B, K)`` or None) of a lower bound."""
 
+    def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
+        """``backward`` on patch coefficients; None where this operator has no patches rule."""
+        return None
+
 
 class AffineOp(BoundOp):
     """``x -> L(x) + b`` for a linear map L; IBP in centre/radius form, CROWN by L's transpose."""
@@ -59,9 +70,20 @@ class AffineOp(BoundOp):
     def transpose(self, A: Tensor, in_shape: torch.Size) -> Tensor:
         """Lᵀ(A) for ``A`` of shape ``(N, *out_shape)``, returning ``(N, *in_shape)``."""
 
+    spatially_uniform: bool = False
+    """Whether the map is element-wise with the same factor and constant at every position of
+    a channel: it then applies to patch kernels exactly as to dense coefficients."""
+
     def bias(self, out_shape: torch.Size) -> Optional[Tensor]:
         """The constant b, broadcastable to ``out_shape``; None when there is none."""
         return None
+
+    def transpose_patches(self, patches: "Patches", in_shape: torch.Size) -> Optional["Patches"]:
+        """Lᵀ on patch coefficients; None where L has no patches form."""
+        if not self.spatially_uniform:
+            return None
+        kernels = patches.kernels
+        return patches.replaced(self.transpose(kernels.flatten(0, 2), in_shape).view_as(kernels))
 
     def interval(self, bounds: Sequence[Interval]) -> Interval:
         lower, upper = bounds[0]
@@ -79,6 +101,14 @@ class AffineOp(BoundOp):
         b = self.bias(out_shape)
         constant = None if b is None else (A * b).flatten(2).sum(-1)
         return [A_in.reshape(batch, rows, *in_shape)], constant
+
+    def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
+        moved = self.transpose_patches(patches, in_bounds[0][0].shape[1:])
+        if moved is None:
+            return None
+        # kernel entries outside the level are zero, so the bias is summed over the window's inside only
+        b = self.bias(patches.kernels.shape[3:])
+        return [moved], None if b is None else patches.channel_dot(b)
 
 
 class RelaxedOp(BoundOp):
@@ -113,6 +143,16 @@ class RelaxedOp(BoundOp):
         A_in = A_pos * low_slope + A_neg * up_slope
         constant = (A_pos * low_icpt + A_neg * up_icpt).flatten(2).sum(-1)
         return [A_in], constant
+
+    def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
+        lines = self.lines(*in_bounds[0])
+        low_slope, low_icpt, up_slope, up_icpt = patches.windows(torch.cat(lines, dim=1)).chunk(len(lines), dim=3)
+        # A⁺·low + A⁻·up = A·up + A⁺·(low − up), on the windows shared by each position's rows
+        kernels = patches.kernels
+        positive = kernels.clamp(min=0)
+        moved = torch.addcmul(kernels * up_slope, positive, low_slope - up_slope)
+        constant = patches.row_dot(kernels, up_icpt) + patches.row_dot(positive, low_icpt - up_icpt)
+        return [patches.replaced(moved)], constant
 
 
 def effective_parameter(module: nn.Module, name: str) -> Optional[Tensor]:

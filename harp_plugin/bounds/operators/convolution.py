@@ -1,8 +1,8 @@
 """Convolutions (``nn.Conv1d``, ``nn.Conv2d``); CROWN goes back through them as transposed
-convolutions, so coefficients keep the image layout instead of becoming dense matrices."""
+convolutions, of dense coefficients (image layout) or of per-neuron patch kernels (2-D)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,9 @@ from torch import Tensor, nn
 
 from harp_plugin.bounds.errors import NoBoundRule
 from harp_plugin.bounds.operators.base import AffineOp, effective_parameter
+
+if TYPE_CHECKING:
+    from harp_plugin.bounds.methods.patches import Patches
 
 _FORWARD = {1: F.conv1d, 2: F.conv2d}
 _TRANSPOSED = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
@@ -45,6 +48,20 @@ class ConvOp(AffineOp):
         return _TRANSPOSED[self.dims](
             A, self.weight, None, self.stride, self.padding, output_padding, self.groups, self.dilation
         )
+
+    def transpose_patches(self, patches: "Patches", in_shape: torch.Size) -> Optional["Patches"]:
+        """A window of the output with top-left t reads the input window with top-left
+        t·stride − padding; its kernel is the transposed convolution of the output kernel
+        (viewed as a small image) with the weight, at this layer's stride and dilation."""
+        if self.dims != 2:
+            return None
+        kernels = patches.kernels
+        composed = F.conv_transpose2d(
+            kernels.flatten(0, 2), self.weight, None, self.stride, 0, 0, self.groups, self.dilation
+        )
+        stride = tuple(s * s2 for s, s2 in zip(patches.stride, self.stride))
+        padding = tuple(p * s2 + p2 for p, s2, p2 in zip(patches.padding, self.stride, self.padding))
+        return patches.moved(composed.view(*kernels.shape[:3], *composed.shape[1:]), stride, padding, in_shape)
 
     def bias(self, out_shape: torch.Size) -> Optional[Tensor]:
         return None if self._bias is None else self._bias.view(-1, *([1] * self.dims))

@@ -15,6 +15,7 @@ class ChannelAffineOp(AffineOp):
     """``x * scale + shift`` per channel (dimension 1)."""
 
     elementwise = True
+    spatially_uniform = True
 
     def __init__(self, scale: Tensor, shift: Tensor) -> None:
         self.scale, self.shift = scale.flatten(), shift.flatten()
