@@ -16,6 +16,7 @@ from harp_plugin.bounds.engine import BoundResult
 from harp_plugin.bounds.numerics import checked_bounds
 from harp_plugin.bounds.precision import exact_float32
 from harp_plugin.bounds.spec import PIXEL_RANGE, input_box, margin_matrix
+from harp_plugin.models.normalization import InputNormalization
 
 LIRPA_METHODS = {"ibp": "IBP", "crown": "CROWN", "crown-ibp": "CROWN-IBP", "alpha-crown": "alpha-CROWN"}
 INSTALL_HINT = (
@@ -38,17 +39,34 @@ _EVAL_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Alp
 
 def parseable_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy auto_LiRPA can parse; the model is untouched. Dropout layers (the
-    identity in eval mode, but a parse failure in auto_LiRPA 0.7.1) become ``nn.Identity``, and
-    parametrized weights (HARP/HYDRA/LWM masks, which its jit tracer cannot follow) are folded
-    into plain parameters holding their current masked values."""
+    identity in eval mode, but a parse failure in auto_LiRPA 0.7.1) become ``nn.Identity``;
+    input normalisation becomes the equivalent 1×1 convolution (auto_LiRPA 0.7.1's full CROWN
+    fails with a shape error on the subtraction and division ahead of small_cnn's first
+    convolution); parametrized weights (HARP/HYDRA/LWM masks, which its jit
+    tracer cannot follow) are folded into plain parameters holding their current masked values."""
     clone = copy.deepcopy(model).eval()
     for name, module in list(clone.named_modules()):
+        parent, _, attribute = name.rpartition(".")
         if isinstance(module, _EVAL_IDENTITIES):
-            parent, _, attribute = name.rpartition(".")
             setattr(clone.get_submodule(parent), attribute, nn.Identity())
+        elif isinstance(module, InputNormalization):
+            setattr(clone.get_submodule(parent), attribute, _pointwise_conv(module))
         elif parametrize.is_parametrized(module):
             _fold_parametrizations(module)
     return clone
+
+
+def _pointwise_conv(normalization: InputNormalization) -> nn.Conv2d:
+    """``x / std − mean / std`` per channel as a 1×1 convolution with a diagonal weight (not a
+    grouped one: auto_LiRPA 0.7.1's CROWN bounds a grouped 1×1 convolution differently from
+    the same map written as a subtraction and division)."""
+    channels = normalization.mean.numel()
+    scale = 1 / normalization.std.flatten()
+    conv = nn.Conv2d(channels, channels, 1).to(normalization.mean)
+    with torch.no_grad():
+        conv.weight.copy_(torch.diag(scale).view(channels, channels, 1, 1))
+        conv.bias.copy_(-normalization.mean.flatten() * scale)
+    return conv
 
 
 def _fold_parametrizations(module: nn.Module) -> None:

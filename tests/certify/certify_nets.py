@@ -47,6 +47,18 @@ def sequential_net(seed: int, channels: int = 2, size: int = 8, classes: int = 4
     return model.eval()
 
 
+def strided_net(seed: int, channels: int = 2, size: int = 8, classes: int = 4) -> nn.Sequential:
+    """normalise → conv-ReLU → stride-2 conv-ReLU → FC (auto_LiRPA 0.7.1's CROWN fails on it
+    unless the normalisation is handed over as a convolution)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        InputNormalization([0.4] * channels, [0.3] * channels),
+        nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * (size // 2) ** 2, classes),
+    ).eval()
+
+
 def residual_net(seed: int, channels: int = 2, size: int = 8, classes: int = 4, *, projection: bool = True) -> nn.Sequential:
     """conv-BN-ReLU stem, one residual block (identity or 1×1-conv shortcut), global pool, FC."""
     generator = torch.Generator().manual_seed(seed)

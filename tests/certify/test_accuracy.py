@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from certify_nets import prune_channels, residual_net, sequential_net, traced_net
+from certify_nets import prune_channels, residual_net, sequential_net, strided_net, traced_net
 from harp_plugin.bounds import compute_bounds
 from harp_plugin.certify.accuracy import certified_accuracy
 from harp_plugin.bounds.backends import resolve_backend
@@ -97,6 +97,23 @@ def test_native_agrees_with_auto_lirpa(method: str) -> None:
         tolerance = 1e-5 if method == "ibp" else 1e-4
         torch.testing.assert_close(ours.lower, theirs.lower, atol=tolerance, rtol=tolerance)
         assert torch.equal(ours.certified(), theirs.certified())
+
+
+def test_auto_lirpa_crown_runs_through_input_normalisation() -> None:
+    """auto_LiRPA 0.7.1's CROWN raised a shape error on this net at ε = 0.05 (normalisation as
+    written); the adapter hands it the normalisation as a 1×1 convolution, and the bounds
+    agree with the native ones."""
+    if not lirpa_available():
+        pytest.skip(INSTALL_HINT)
+    from harp_plugin.bounds.lirpa import LirpaBounds
+
+    model = strided_net(3, channels=1)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 4
+    theirs = LirpaBounds(model, x)(x, 0.05, y, "crown")
+    ours = compute_bounds(model, x, 0.05, method="crown", y=y, intersect=False)
+    torch.testing.assert_close(ours.lower, theirs.lower, atol=1e-4, rtol=1e-4)
+    assert torch.equal(ours.certified(), theirs.certified())
 
 
 def test_native_max_pool_crown_is_at_least_as_tight_as_auto_lirpa() -> None:
