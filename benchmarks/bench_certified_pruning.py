@@ -79,12 +79,13 @@ def load_rows(path: str | None, wanted: dict) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    """Mean ± standard deviation over seeds per model (parameters: mean count; learned-rate
-    criteria spend the channel budget unevenly), then IBP-certified accuracy per seed."""
+def table(rows: list[dict], methods: list[str]) -> str:
+    """Mean ± standard deviation over seeds per model (parameters, MACs: mean counts; learned-rate
+    criteria spend the channel budget unevenly), then IBP-certified accuracy per seed; criteria
+    in the order of ``methods`` at each ratio."""
     seeds = sorted({r["seed"] for r in rows})
-    lines = ["| model | channels kept | parameters | epochs | " + " | ".join(m for m, _ in METRICS) + " |",
-             "|---|---|---|---|" + "---|" * len(METRICS)]
+    lines = ["| model | channels kept | parameters | MACs | epochs | " + " | ".join(m for m, _ in METRICS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(METRICS)]
     per_seed = ["| model | channels kept | " + " | ".join(f"seed {s}" for s in seeds) + " |",
                 "|---|---|" + "---|" * len(seeds)]
 
@@ -94,8 +95,8 @@ def table(rows: list[dict]) -> str:
             values = [100 * read(r) for r in reports.values()]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
-        parameters = statistics.mean(r["parameters"] for r in reports.values()) / 1000
-        lines.append(f"| {label} | {kept} | {parameters:.1f} k | {epochs} | " + " | ".join(cells) + " |")
+        size = [statistics.mean(r[key] for r in reports.values()) / 1000 for key in ("parameters", "macs")]
+        lines.append(f"| {label} | {kept} | {size[0]:.1f} k | {size[1]:.0f} k | {epochs} | " + " | ".join(cells) + " |")
         ibp = dict(METRICS)["IBP cert."]
         cells = [f"{100 * ibp(reports[s]):.1f}" if s in reports else "–" for s in seeds]
         per_seed.append(f"| {label} | {kept} | " + " | ".join(cells) + " |")
@@ -105,7 +106,7 @@ def table(rows: list[dict]) -> str:
     add("dense", "100%", epochs["dense"], {s: r["models"]["dense"] for s, r in first.items()})
     add("dense, same budget", "100%", epochs["dense, same budget"],
         {s: r["models"]["dense_same_budget"] for s, r in first.items()})
-    for method, ratio in sorted(dict.fromkeys((r["method"], r["ratio"]) for r in rows), key=lambda k: k[1]):
+    for method, ratio in sorted({(r["method"], r["ratio"]) for r in rows}, key=lambda k: (k[1], methods.index(k[0]))):
         group = [r for r in rows if (r["method"], r["ratio"]) == (method, ratio)]
         add(method, f"{1 - ratio:.0%}", group[0]["epochs"]["pruned"], {r["seed"]: r["models"]["pruned"] for r in group})
     return "\n".join(lines) + "\n\nIBP-certified accuracy per seed:\n\n" + "\n".join(per_seed)
@@ -137,7 +138,7 @@ def main() -> None:
                 if args.json:
                     write_text_atomic(Path(args.json), json.dumps(rows, indent=2))
     asked = [r for r in rows if r["seed"] in args.seeds and r["method"] in args.methods and r["ratio"] in args.ratios]
-    print(table(asked))
+    print(table(asked, args.methods))
 
 
 if __name__ == "__main__":
