@@ -171,4 +171,5 @@ def test_hand_computed_bounds(function, box, ibp, crown) -> None:
     grid = torch.linspace(*box, 2001, dtype=torch.float64).view(-1, 1)
     with torch.no_grad():
         values = function(grid).flatten()
-    assert crown[0] - 1e-12 <= values.min().item() and values.max().item() <= crown[1] + 1e-12
+    low, high = values.min().item(), values.max().item()
+    assert crown[0] - 1e-12 <= low and high <= crown[1] + 1e-12
