@@ -2,8 +2,11 @@
 
 Run from the directory that holds ``mutants/`` after ``mutmut run``. A survivor is counted as
 *equivalent* only when its diff matches a rule below that cannot change what the code computes
-on the CPU machines the suite runs on; every other survivor counts against the score.
-Message-text survivors (an error message's wording changed) are real survivors, listed apart.
+on the CPU machines the suite runs on, or when docs/testing.md lists it, with its reason, in
+a table row ``| `mutant name` | reason |`` (``--equivalents``); every other survivor counts
+against the score. Message-text survivors (an error message's wording changed) are real
+survivors, listed apart. A mutant no test covers counts as survived; a timeout as killed
+(shown apart). Score = (killed + timeout) / (killed + timeout + survived).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ EQUIVALENT_RULES = {
     "same value": re.compile(r'float\("-INF"\)|method="(IBP|CROWN-IBP|CROWN)"'),
 }
 MESSAGE_RULE = re.compile(r'(Error|Warning)\(|^\+\s*f?"')
+HAND_EQUIVALENT = re.compile(r"^\| `(harp_plugin\.[^`]+)` \|")
+KILLED, SURVIVED, NO_TESTS, TIMEOUT = {1, 3}, {0}, {5, 33}, {24, -24, 36, 152, 255}
 
 
 def classify(diff: str) -> str:
@@ -52,35 +57,66 @@ def diff(sources: dict[str, str], mutant: str) -> str:
     return "\n".join(line for line in lines if line.startswith(("+ ", "- ")))
 
 
-def summarise() -> dict[str, Counter]:
+def hand_equivalents(path: Path | None) -> set[str]:
+    """Mutant names listed as equivalent (with a reason) in a markdown table of ``path``."""
+    if path is None:
+        return set()
+    return {m.group(1) for line in path.read_text().splitlines() if (m := HAND_EQUIVALENT.match(line))}
+
+
+def outcome(name: str, code: int | None, sources: dict[str, str], by_hand: set[str]) -> str:
+    if code is None:
+        return "not run"
+    if code in KILLED:
+        return "killed"
+    if code in TIMEOUT:
+        return "timeout"
+    if code not in SURVIVED | NO_TESTS:
+        return "suspicious"
+    if name in by_hand:
+        return "equivalent: by hand"
+    label = classify(diff(sources, name))
+    return "survived: no tests" if code in NO_TESTS and label == "survived" else label
+
+
+def summarise(by_hand: set[str]) -> dict[str, Counter]:
     table: dict[str, Counter] = {}
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
         codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
         sources = function_sources(meta.with_suffix(""))
-        counts = Counter()
-        for name, code in codes.items():
-            if code is None:
-                counts["not run"] += 1
-            elif code != 0:
-                counts["killed"] += 1
-            else:
-                counts[classify(diff(sources, name))] += 1
-        if codes:
+        counts = Counter(outcome(name, code, sources, by_hand) for name, code in codes.items())
+        if codes and counts["not run"] < len(codes):
             table[str(meta.relative_to("mutants"))[: -len(".meta")]] = counts
     return table
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    print("| file | mutants | killed | survived (message text) | equivalent | not run | score |")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--equivalents", type=Path, help="markdown file listing equivalent mutants (docs/testing.md)")
+    parser.add_argument("--survivors", action="store_true", help="also list every survivor counted against the score")
+    args = parser.parse_args()
+    by_hand = hand_equivalents(args.equivalents)
+    print("| file | mutants | killed | timeout | survived (message text, no tests) | equivalent (by hand) | score |")
     print("|---|---|---|---|---|---|---|")
-    for path, counts in summarise().items():
+    for path, counts in summarise(by_hand).items():
         equivalent = sum(v for k, v in counts.items() if k.startswith("equivalent"))
-        survived = counts["survived"] + counts["survived: message text"]
-        run = counts["killed"] + survived
-        score = f"{100 * counts['killed'] / run:.1f} %" if run else "–"
-        print(f"| {path} | {sum(counts.values())} | {counts['killed']} | {survived} "
-              f"({counts['survived: message text']}) | {equivalent} | {counts['not run']} | {score} |")
+        messages, untested = counts["survived: message text"], counts["survived: no tests"]
+        survived = counts["survived"] + messages + untested + counts["suspicious"]
+        detected = counts["killed"] + counts["timeout"]
+        score = f"{100 * detected / (detected + survived):.1f} %" if detected + survived else "–"
+        not_run = f" ({counts['not run']} not run)" if counts["not run"] else ""
+        print(f"| {path} | {sum(counts.values())}{not_run} | {counts['killed']} | {counts['timeout']} | {survived} "
+              f"({messages}, {untested}) | {equivalent} ({counts['equivalent: by hand']}) | {score} |")
+    if args.survivors:
+        list_survivors(by_hand)
+
+
+def list_survivors(by_hand: set[str]) -> None:
+    for meta in sorted(Path("mutants").rglob("*.py.meta")):
+        sources = function_sources(meta.with_suffix(""))
+        for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            if code is not None and outcome(name, code, sources, by_hand).startswith("survived"):
+                print(f"\n{name}\n{diff(sources, name)}")
 
 
 if __name__ == "__main__":

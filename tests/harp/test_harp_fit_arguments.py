@@ -31,10 +31,10 @@ def loaders() -> tuple[DataLoader, DataLoader]:
 
 
 def test_fit_without_inputs_or_with_an_empty_loader_says_so(sequential: nn.Sequential) -> None:
-    with pytest.raises(ValueError, match="fit needs example_inputs or a train_loader to take them from"):
+    with pytest.raises(ValueError, match="^fit needs example_inputs or a train_loader to take them from$"):
         HarpImportance(0.5, "lwm").fit(sequential)
     empty = DataLoader(TensorDataset(torch.zeros(0, 1, 12, 12), torch.zeros(0, dtype=torch.long)), batch_size=4)
-    with pytest.raises(ValueError, match=r"HarpImportance\.fit got an empty train_loader \(it yields no batch\)"):
+    with pytest.raises(ValueError, match=r"^HarpImportance\.fit got an empty train_loader \(it yields no batch\)$"):
         HarpImportance(0.5, "lwm").fit(sequential, empty)
 
 
@@ -89,9 +89,13 @@ def test_validation_runs_the_given_attack(sequential: nn.Sequential) -> None:
             return x
         return attack
 
-    HarpImportance(0.5, "hydra").fit(sequential, train, loss=StandardLoss(), val_loader=val,
-                                     config=TrainConfig(epochs=1, lr=0.1), val_attack=Attack("spy", 0.1, factory))
+    imp = HarpImportance(0.5, "hydra")
+    imp.fit(sequential, train, loss=StandardLoss(), val_loader=val, config=TrainConfig(epochs=1, lr=0.1),
+            val_attack=Attack("spy", 0.1, factory))
     assert sum(seen) == 8, "the validation split (8 samples) was attacked once per epoch"
+    graph = tp.DependencyGraph().build_dependency(sequential, example_inputs=EXAMPLE)
+    scores = imp(graph.get_pruning_group(sequential[3], tp.prune_conv_out_channels, idxs=list(range(16))))
+    assert scores.max().item() == 1.0, "learned scores are max-normalised per layer"
 
 
 
