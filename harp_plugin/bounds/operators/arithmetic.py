@@ -51,6 +51,10 @@ class ScaleShiftOp(AffineOp):
         return A * self.scale
 
     def bias(self, out_shape: torch.Size) -> Optional[Tensor]:
+        # a Python number as a float64 scalar: exact in float64 bounds, rounded like the model's
+        # own arithmetic in float32 ones (a 0-dim tensor does not promote the other operand)
+        if isinstance(self.shift, float):
+            return torch.tensor(self.shift, dtype=torch.float64)
         return torch.as_tensor(self.shift)
 
 
