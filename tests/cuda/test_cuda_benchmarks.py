@@ -30,6 +30,15 @@ def test_bench_harp_smoke(lane_device: torch.device, tmp_path: Path) -> None:
     assert "Timing machine: device" in printed
 
 
+def test_bench_harp_channel_smoke(lane_device: torch.device, tmp_path: Path) -> None:
+    printed = _smoke("bench_harp_channel.py", "--out", str(tmp_path), "--plot", str(tmp_path / "arrival.png"),
+                     "--seeds", "0", "--train-size", "128", "--train-steps", "1", "--pretrain-epochs", "1",
+                     "--prune-epochs", "2", "--finetune-epochs", "1", "--val-samples", "32", "--eval-samples", "32",
+                     "--timing-pairs", "1", device=lane_device)
+    assert "| 95 % | harp |" in printed and "| 0 % | dense, same budget |" in printed
+    assert "harp channel, cpu time: ratios" in printed and (tmp_path / "arrival.png").exists()
+
+
 def test_bench_stability_smoke(lane_device: torch.device) -> None:
     printed = _smoke("bench_stability.py", "--seeds", "0", "--epochs", "1", "--warmup", "0", "--ramp", "1",
                      "--rounds", "1", "--retrain", "1", "--calibration", "16", "--width", "4", device=lane_device)
