@@ -5,8 +5,8 @@ convolutions) is the independent oracle: both run on the same float64 graph and 
 every node's bounds. The nets cover what the patch geometry must get right: stride 2,
 padding 0/1/2, dilation, groups, BatchNorm, a conv→BN→conv chain with padding and no ReLU in
 between (entries of a window in the zero padding must not pick up a bias), residual sums
-with a 1×1 stride-2 shortcut, and the dense fallbacks (max pooling, spatially varying
-constants).
+with a 1×1 stride-2 shortcut, overlapping and dilated max pooling (each window's element
+j* chosen per sample), and the dense fallback (a spatially varying constant).
 """
 from __future__ import annotations
 
@@ -79,6 +79,14 @@ class SpatialConstant(nn.Module):
         return self.head(F.relu(self.second(x)).flatten(1))
 
 
+def _pooled(pool: nn.Module) -> nn.Sequential:
+    """ResNet's stem (conv, BN, ReLU, max pool), then two conv-ReLU layers and a linear head."""
+    features = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), pool,
+                             nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                             nn.Flatten())
+    return nn.Sequential(features, nn.Linear(features(torch.zeros(1, 2, SIZE, SIZE)).shape[1], 4))
+
+
 def _seeded(model: nn.Module, seed: int) -> nn.Module:
     randomise_batch_norm(model, torch.Generator().manual_seed(seed))
     return model.double().eval()
@@ -96,10 +104,8 @@ NETS = {  # name: (model, whether patches reach the input box, whether a fallbac
     "padded chain, dilation 2": (lambda: PaddedChain(dilation=2), True, False),
     "padded chain, groups 2": (lambda: PaddedChain(dilation=1, groups=2), True, False),
     "downsample residual": (DownsampleBlock, True, False),
-    "overlapping max pool": (lambda: nn.Sequential(  # ResNet's stem, then two conv-ReLU layers
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * (SIZE // 2) ** 2, 4)), False, True),
+    "overlapping max pool": (lambda: _pooled(nn.MaxPool2d(3, 2, 1)), True, False),
+    "dilated ceil-mode max pool": (lambda: _pooled(nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True)), True, False),
     "spatial constant": (SpatialConstant, False, True),
 }
 

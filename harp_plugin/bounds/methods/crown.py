@@ -177,8 +177,8 @@ def _tighten(
     """CROWN bounds of the ``wanted`` neurons of node ``index``, sample by sample.
 
     The work comes in units: with patches, a spatial position of a (C, H, W) node with any
-    wanted neuron (its C channels are bounded together, sharing one window per level);
-    otherwise one neuron. Only wanted neurons take the new bounds.
+    wanted neuron (its wanted channels are bounded together, sharing one window per level);
+    otherwise one neuron.
     """
     lower, upper = bounds[index]
     batch, shape = lower.shape[0], lower.shape[1:]
@@ -197,34 +197,45 @@ def _tighten(
     elements = budget_bytes // (lower.element_size() * WORKING_COPIES)
     batch_chunk = max(1, min(batch, elements // (2 * group * widest)))
     unit_chunk = max(1, elements // (2 * group * widest * batch_chunk))
-    old_lower, old_upper = lower.reshape(batch, group, -1), upper.reshape(batch, group, -1)
+    old_lower, old_upper = lower.reshape(batch, -1), upper.reshape(batch, -1)
     new_lower, new_upper = old_lower.clone(), old_upper.clone()
     for b0 in range(0, batch, batch_chunk):
         part = slice(b0, b0 + batch_chunk)
         part_bounds = [(l[part], u[part]) for l, u in bounds]
         for u0 in range(0, count, unit_chunk):
             chunk = picks[part, u0:u0 + unit_chunk]
-            at = chunk.unsqueeze(1).expand(-1, group, -1)
-            keep = valid[part, u0:u0 + unit_chunk].unsqueeze(1) & flat_wanted[part].gather(2, at)
-            crown_lower, crown_upper = _bound_units(graph, part_bounds, index, chunk, shape, by_position)
-            was_lower, was_upper = old_lower[part].gather(2, at), old_upper[part].gather(2, at)
+            here = flat_wanted[part].gather(2, chunk.unsqueeze(1).expand(-1, group, -1))
+            here &= valid[part, u0:u0 + unit_chunk].unsqueeze(1)
+            rows = int(here.sum(1).max())
+            if rows == 0:  # every sample of this part has fewer units
+                continue
+            # the wanted members of each unit first: (batch, rows, units)
+            members = here.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :rows]
+            keep = here.gather(1, members)
+            at = (members * units.shape[1] + chunk.unsqueeze(1)).flatten(1)
+            crown_lower, crown_upper = _bound_units(graph, part_bounds, index, chunk, members, shape, by_position)
+            was_lower, was_upper = old_lower[part].gather(1, at), old_upper[part].gather(1, at)
+            crown_lower, crown_upper = crown_lower.flatten(1), crown_upper.flatten(1)
             if intersect:
                 crown_lower, crown_upper = torch.maximum(crown_lower, was_lower), torch.minimum(crown_upper, was_upper)
-            new_lower[part] = new_lower[part].scatter(2, at, torch.where(keep, crown_lower, was_lower))
-            new_upper[part] = new_upper[part].scatter(2, at, torch.where(keep, crown_upper, was_upper))
+            keep = keep.flatten(1)
+            new_lower[part] = new_lower[part].scatter(1, at, torch.where(keep, crown_lower, was_lower))
+            new_upper[part] = new_upper[part].scatter(1, at, torch.where(keep, crown_upper, was_upper))
     return new_lower.view_as(lower), new_upper.view_as(upper)
 
 
 def _bound_units(
-    graph: BoundGraph, bounds: list[Interval], index: int, picks: Tensor, shape: torch.Size, by_position: bool
+    graph: BoundGraph, bounds: list[Interval], index: int, picks: Tensor, members: Tensor, shape: torch.Size,
+    by_position: bool,
 ) -> Interval:
-    """CROWN lower and upper bounds (B, group, units) of the picked units of node ``index``:
-    spatial positions (every channel, as patches) or single neurons (dense coefficients)."""
+    """CROWN lower and upper bounds (B, rows, units) of node ``index``'s neurons: channels
+    ``members`` (B, rows, units) at spatial positions ``picks`` (B, units) as patches, or the
+    single neurons ``picks`` (rows = 1) with dense coefficients."""
     batch, units = picks.shape
     dtype = bounds[0][0].dtype
     if by_position:
-        result = backward_lower_bound(graph, bounds, index, Patches.of_positions(picks, shape, dtype))
-        result = result.view(batch, units, 2, shape[0]).permute(2, 0, 3, 1)
+        start = Patches.of_positions(picks, members.transpose(1, 2), shape, dtype)
+        result = backward_lower_bound(graph, bounds, index, start).view(batch, units, 2, -1).permute(2, 0, 3, 1)
         return result[0], -result[1]
     A = torch.zeros(batch, 2 * units, shape.numel(), dtype=dtype, device=picks.device)
     ones = torch.ones(batch, units, 1, dtype=dtype, device=picks.device)

@@ -3,7 +3,7 @@
 A neuron of a conv output depends on a window of each earlier feature map only (its receptive
 field), so the coefficients of its linear bound are stored as a kernel over that window
 instead of a dense map over the whole image. The rows are grouped by output position: the R
-rows of position p of sample b (every channel of the node, for the lower and the upper bound)
+rows of position p of sample b (channels of the node, for the lower and the upper bound)
 share one window, whose top-left corner at the current level is
 ``positions[b, p] · stride − padding``, so per-element slopes and intercepts are read once
 per window. Every operator that maps windows to windows (convolutions, per-channel affine
@@ -39,14 +39,13 @@ class Patches:
     padding: Pair = (0, 0)
 
     @classmethod
-    def of_positions(cls, picks: Tensor, shape: torch.Size, dtype: torch.dtype) -> "Patches":
-        """Rows ``+e_c`` then ``−e_c`` for every channel c at the picked flat spatial positions
-        ``picks`` (B, P) of a (C, H, W) node: lower bounds of both give each neuron's lower
-        and upper bound."""
-        channels, _, width = shape
-        eye = torch.eye(channels, dtype=dtype, device=picks.device)
-        rows = torch.cat([eye, -eye]).view(1, 1, 2 * channels, channels, 1, 1)
-        kernels = rows.expand(*picks.shape, -1, -1, -1, -1)
+    def of_positions(cls, picks: Tensor, channels: Tensor, shape: torch.Size, dtype: torch.dtype) -> "Patches":
+        """Rows ``+e_c`` then ``−e_c`` for the channels ``channels`` (B, P, R) at the picked
+        flat spatial positions ``picks`` (B, P) of a (C, H, W) node: lower bounds of both give
+        those neurons' lower and upper bounds."""
+        width = shape[2]
+        unit = F.one_hot(channels, shape[0]).to(dtype)
+        kernels = torch.cat([unit, -unit], dim=2)[..., None, None]
         return cls(kernels, torch.stack([picks // width, picks % width], dim=2))
 
     def replaced(self, kernels: Tensor) -> "Patches":

@@ -3,14 +3,17 @@ over non-batch dimensions, and max pooling with a sound linear relaxation."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harp_plugin.bounds.errors import NoBoundRule
-from harp_plugin.bounds.operators.base import AffineOp, Backward, Bound, BoundOp, Interval
+from harp_plugin.bounds.operators.base import AffineOp, Backward, Bound, BoundOp, Interval, PatchesBackward
+
+if TYPE_CHECKING:
+    from harp_plugin.bounds.methods.patches import Patches
 
 
 class SpatialMatrixOp(AffineOp):
@@ -126,20 +129,24 @@ class MaxPoolOp(BoundOp):
         cols = F.unfold(padded.reshape(batch * channels, 1, *padded.shape[2:]), kernel, dilation, 0, stride)
         return cols.view(batch, channels, cols.shape[1], cols.shape[2])
 
-    def backward(self, A: Tensor, in_bounds: Sequence[Interval]) -> Backward:
-        lower, upper = in_bounds[0]
-        out_spatial = A.shape[3:]
+    def _relaxation(self, lower: Tensor, upper: Tensor, out_spatial: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
+        """Per output element: j* as its index inside the window (B, C, 1, L), whether the
+        maximum is decided (B, C, L), and the window's largest upper bound (B, C, L)."""
         low_w = self._windows(lower, out_spatial, -math.inf)
         up_w = self._windows(upper, out_spatial, -math.inf)
-        positions = torch.arange(lower[0, 0].numel(), device=lower.device, dtype=torch.float64).view(1, 1, *lower.shape[2:])
-        index_w = self._windows(positions, out_spatial, -1.0)[0, 0]
         # j*: the largest lower bound; among ties (common after ReLU: many l = 0) the largest upper
         ties = low_w == low_w.amax(2, keepdim=True)
         best = torch.where(ties, up_w, torch.full_like(up_w, -math.inf)).argmax(2, keepdim=True)
         best_lower = low_w.gather(2, best).squeeze(2)
         others = up_w.scatter(2, best, -math.inf).amax(2)
-        decided = best_lower >= others
-        window_upper = up_w.amax(2)
+        return best, best_lower >= others, up_w.amax(2)
+
+    def backward(self, A: Tensor, in_bounds: Sequence[Interval]) -> Backward:
+        lower, upper = in_bounds[0]
+        out_spatial = A.shape[3:]
+        best, decided, window_upper = self._relaxation(lower, upper, out_spatial)
+        positions = torch.arange(lower[0, 0].numel(), device=lower.device, dtype=torch.float64).view(1, 1, *lower.shape[2:])
+        index_w = self._windows(positions, out_spatial, -1.0)[0, 0]
         chosen = index_w.expand(*best.shape[:2], *index_w.shape).gather(2, best).squeeze(2).long()
         A_flat = A.flatten(3)
         A_pos, A_neg = A_flat.clamp(min=0), A_flat.clamp(max=0)
@@ -149,6 +156,32 @@ class MaxPoolOp(BoundOp):
         A_in = torch.zeros(*A.shape[:3], lower[0, 0].numel(), dtype=A.dtype, device=A.device)
         A_in.scatter_add_(3, chosen.unsqueeze(1).expand_as(coeff), coeff)
         return [A_in.view(*A.shape[:3], *lower.shape[2:])], constant
+
+    def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
+        """Each kernel entry moves to its window's j*: entry (i, j) of a window over the pool's
+        output lands at (i·s + d·a, j·s + d·b) of the window over its input, (a, b) = j*."""
+        if self.dims != 2:
+            return None
+        lower, upper = in_bounds[0]
+        out_spatial = self._pool(lower[:1, :1]).shape[2:]
+        best, decided, window_upper = self._relaxation(lower, upper, out_spatial)
+        per_element = torch.cat([best.squeeze(2).to(lower.dtype), decided.to(lower.dtype), window_upper], dim=1)
+        best_w, decided_w, upper_w = patches.windows(per_element.unflatten(2, out_spatial)).chunk(3, dim=3)
+        kernels = patches.kernels
+        negative = kernels.clamp(max=0)
+        moved = kernels - negative * (1 - decided_w)
+        constant = patches.row_dot(negative, (1 - decided_w) * upper_w)
+        kh, kw = kernels.shape[-2:]
+        new_kh, new_kw = ((k - 1) * s + d * (pool - 1) + 1 for k, s, d, pool in zip((kh, kw), self.stride, self.dilation, self.kernel))
+        a, b = best_w.long().div(self.kernel[1], rounding_mode="floor"), best_w.long() % self.kernel[1]
+        i = torch.arange(kh, device=kernels.device).view(-1, 1) * self.stride[0]
+        j = torch.arange(kw, device=kernels.device) * self.stride[1]
+        target = (i + self.dilation[0] * a) * new_kw + j + self.dilation[1] * b
+        composed = kernels.new_zeros(*kernels.shape[:4], new_kh * new_kw)
+        composed.scatter_add_(4, target.expand_as(moved).flatten(4), moved.flatten(4))
+        stride = tuple(s * s2 for s, s2 in zip(patches.stride, self.stride))
+        padding = tuple(p * s2 + p2 for p, s2, p2 in zip(patches.padding, self.stride, self.padding))
+        return [patches.moved(composed.unflatten(4, (new_kh, new_kw)), stride, padding, lower.shape[1:])], constant
 
 
 def max_pool_module(module: nn.MaxPool1d | nn.MaxPool2d, name: str) -> MaxPoolOp:
