@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from harp_plugin.bounds.fusion import fuse_channel_affine
 from harp_plugin.bounds.graph import BoundGraph, build_graph
-from harp_plugin.bounds.methods.crown import backward_lower_bound, crown_sweep
+from harp_plugin.bounds.methods.crown import WORKING_COPIES, backward_lower_bound, crown_sweep
 from harp_plugin.bounds.methods.interval import interval_sweep
 from harp_plugin.bounds.numerics import checked_bounds, resolve_budget
 from harp_plugin.bounds.operators import BoundOp, Interval
@@ -24,6 +24,11 @@ METHODS = ("ibp", "crown", "crown-ibp")
 
 UNSTABLE_TOLERANCE = 1e-5
 """A ReLU is unstable iff l < −tol and u > tol (methods.md §4)."""
+
+CPU_CHUNK_BYTES = 8 * 2**20
+"""On a CPU the output back-substitution runs in chunks of samples whose coefficient tensors stay
+below this size: the allocator then reuses small buffers, which stay in cache, instead of mapping
+(and page-faulting) fresh memory for every operation on a large batch."""
 
 CERTIFY_ROUNDING_ULPS = 128
 """A margin proves something only when its lower bound clears rounding: the bounds use no
@@ -124,11 +129,30 @@ def _bounds(model, x, eps, method, y, C, lower, upper, intersect, overrides, mem
     last = len(bounded.nodes) - 1
     result = backward_lower_bound(bounded, node_bounds, last, A, fold_only=True)
     if method != "ibp":
-        crown = backward_lower_bound(bounded, node_bounds, last, A)
+        crown = _output_crown(bounded, node_bounds, A, resolve_budget(memory_budget, x.device))
         result = torch.maximum(crown, result) if intersect else crown
     lower_spec, upper_spec = result[:, :rows], -result[:, rows:]
     lower_spec, upper_spec = checked_bounds(lower_spec, upper_spec, "output specification")
     return BoundResult(lower_spec, upper_spec, method, "native", Preactivations(bounded, node_bounds), graph)
+
+
+def _output_crown(graph: BoundGraph, bounds: Sequence[Interval], A: Tensor, budget_bytes: int) -> Tensor:
+    """CROWN lower bound of ``A · output``, in chunks of samples sized by the memory budget (and,
+    on a CPU, by :data:`CPU_CHUNK_BYTES`)."""
+    batch, rows = A.shape[:2]
+    widest = max(bounds[0][0][0].numel(), *(node.shape[1:].numel() for node in graph.nodes[1:]))
+    limit = budget_bytes // WORKING_COPIES
+    if A.device.type == "cpu":
+        limit = min(limit, CPU_CHUNK_BYTES)
+    chunk = max(1, limit // (rows * widest * A.element_size()))
+    last = len(graph.nodes) - 1
+    if chunk >= batch:
+        return backward_lower_bound(graph, bounds, last, A)
+    parts = []
+    for start in range(0, batch, chunk):
+        part = slice(start, start + chunk)
+        parts.append(backward_lower_bound(graph, [(l[part], u[part]) for l, u in bounds], last, A[part]))
+    return torch.cat(parts)
 
 
 def check_device(model: nn.Module, x: Tensor) -> None:

@@ -23,13 +23,15 @@ def test_float64_bounds_contain_the_float64_forward_and_match_float32() -> None:
         torch.testing.assert_close(exact.lower, centre, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("method", ["crown", "crown-ibp"])
 @pytest.mark.parametrize("build", [lambda: sequential_net(6), lambda: traced_net("residual", 6)])
-def test_memory_budget_changes_chunking_not_bounds(build) -> None:
-    """A budget of a few kilobytes forces one sample and one neuron per back-substitution;
-    the bounds must equal those of one unchunked pass."""
+def test_memory_budget_changes_chunking_not_bounds(build, method: str) -> None:
+    """A budget of a few kilobytes forces one sample and one neuron per back-substitution
+    (and one sample per chunk of the output pass); the bounds must equal those of one
+    unchunked pass."""
     model = build()
     x = torch.rand(4, 2, 8, 8, generator=torch.Generator().manual_seed(6))
-    roomy = compute_bounds(model, x, 0.03, method="crown", memory_budget=2**30)
-    tight = compute_bounds(model, x, 0.03, method="crown", memory_budget=2**12)
+    roomy = compute_bounds(model, x, 0.03, method=method, memory_budget=2**30)
+    tight = compute_bounds(model, x, 0.03, method=method, memory_budget=2**12)
     torch.testing.assert_close(tight.lower, roomy.lower, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(tight.upper, roomy.upper, atol=1e-6, rtol=1e-6)

@@ -99,8 +99,7 @@ class AffineOp(BoundOp):
         in_shape = in_bounds[0][0].shape[1:]
         A_in = self.transpose(A.reshape(batch * rows, *out_shape), in_shape)
         b = self.bias(out_shape)
-        constant = None if b is None else (A * b).flatten(2).sum(-1)
-        return [A_in.reshape(batch, rows, *in_shape)], constant
+        return [A_in.reshape(batch, rows, *in_shape)], None if b is None else _bias_dot(A, b, out_shape)
 
     def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
         moved = self.transpose_patches(patches, in_bounds[0][0].shape[1:])
@@ -138,11 +137,12 @@ class RelaxedOp(BoundOp):
         return self.function(lower), self.function(upper)
 
     def backward(self, A: Tensor, in_bounds: Sequence[Interval]) -> Backward:
-        low_slope, low_icpt, up_slope, up_icpt = (t.unsqueeze(1) for t in self.lines(*in_bounds[0]))
-        A_pos, A_neg = A.clamp(min=0), A.clamp(max=0)
-        A_in = A_pos * low_slope + A_neg * up_slope
-        constant = (A_pos * low_icpt + A_neg * up_icpt).flatten(2).sum(-1)
-        return [A_in], constant
+        low_slope, low_icpt, up_slope, up_icpt = self.lines(*in_bounds[0])
+        # A⁺·low + A⁻·up = A·low + A⁻·(up − low): one clamp and one fused multiply-add over A, and
+        # the intercepts as per-sample dot products (no coefficient-sized temporaries)
+        negative = A.clamp(max=0)
+        A_in = torch.addcmul(A * low_slope.unsqueeze(1), negative, (up_slope - low_slope).unsqueeze(1))
+        return [A_in], _row_dot(A, low_icpt) + _row_dot(negative, up_icpt - low_icpt)
 
     def backward_patches(self, patches: "Patches", in_bounds: Sequence[Interval]) -> PatchesBackward:
         lines = self.lines(*in_bounds[0])
@@ -153,6 +153,18 @@ class RelaxedOp(BoundOp):
         moved = torch.addcmul(kernels * up_slope, positive, low_slope - up_slope)
         constant = patches.row_dot(kernels, up_icpt) + patches.row_dot(positive, low_icpt - up_icpt)
         return [patches.replaced(moved)], constant
+
+
+def _bias_dot(A: Tensor, b: Tensor, out_shape: torch.Size) -> Tensor:
+    """``(B, K)``: each row of A ``(B, K, *out_shape)`` dotted with b broadcast to ``out_shape``
+    (a matrix-vector product, in the promoted dtype, instead of a coefficient-sized product)."""
+    dtype = torch.promote_types(A.dtype, b.dtype)
+    return A.reshape(*A.shape[:2], -1).to(dtype) @ b.expand(out_shape).reshape(-1).to(dtype)
+
+
+def _row_dot(A: Tensor, values: Tensor) -> Tensor:
+    """``(B, K)``: each row of A ``(B, K, *shape)`` dotted with its sample's ``values`` ``(B, *shape)``."""
+    return torch.bmm(A.flatten(2), values.flatten(1).unsqueeze(2)).squeeze(2)
 
 
 def effective_parameter(module: nn.Module, name: str) -> Optional[Tensor]:
