@@ -30,6 +30,9 @@ CPU_CHUNK_BYTES = 8 * 2**20
 below this size: the allocator then reuses small buffers, which stay in cache, instead of mapping
 (and page-faulting) fresh memory for every operation on a large batch."""
 
+IBP_CHUNK_BYTES = 4 * 2**20
+"""On a CPU, IBP bounds chunks of samples whose widest layer output is at most this size."""
+
 CERTIFY_ROUNDING_ULPS = 128
 """A margin proves something only when its lower bound clears rounding: the bounds use no
 directed rounding, and sampled points were seen up to 5.4e-7 outside float32 bounds (the
@@ -114,26 +117,44 @@ def _bounds(model, x, eps, method, y, C, lower, upper, intersect, overrides, mem
     box = input_box(x, eps, lower, upper)
     with shape_errors_named(model, x):
         graph = build_graph(model, x, overrides)
-        if method == "crown":
-            bounded = graph
-            node_bounds = crown_sweep(graph, box, resolve_budget(memory_budget, x.device), intersect)
-        else:
-            bounded = fuse_channel_affine(graph)
-            node_bounds = interval_sweep(bounded, box, keep_all=method != "ibp")
-    out_lower = node_bounds[-1][0]
+        bounded = graph if method == "crown" else fuse_channel_affine(graph)
+        parts = _ibp_chunks(bounded, x) if method == "ibp" else [slice(None)]
+        sweeps = []
+        for part in parts:
+            part_box = (box[0][part], box[1][part])
+            if method == "crown":
+                sweeps.append(crown_sweep(graph, part_box, resolve_budget(memory_budget, x.device), intersect))
+            else:
+                sweeps.append(interval_sweep(bounded, part_box, keep_all=method != "ibp"))
+    out_lower = sweeps[0][-1][0]
     if out_lower.dim() != 2:
         raise ValueError(f"the model output must be (batch, classes), got shape {tuple(out_lower.shape)}")
-    spec = _specification(out_lower, y, C)
+    spec = _specification(x.shape[0], out_lower.shape[1], out_lower, y, C)
     rows = spec.shape[1]
     A = torch.cat([spec, -spec], dim=1)
     last = len(bounded.nodes) - 1
-    result = backward_lower_bound(bounded, node_bounds, last, A, fold_only=True)
+    results = [backward_lower_bound(bounded, node_bounds, last, A[part], fold_only=True) for part, node_bounds in zip(parts, sweeps)]
+    result = torch.cat(results) if len(results) > 1 else results[0]
     if method != "ibp":
-        crown = _output_crown(bounded, node_bounds, A, resolve_budget(memory_budget, x.device))
+        crown = _output_crown(bounded, sweeps[0], A, resolve_budget(memory_budget, x.device))
         result = torch.maximum(crown, result) if intersect else crown
     lower_spec, upper_spec = result[:, :rows], -result[:, rows:]
     lower_spec, upper_spec = checked_bounds(lower_spec, upper_spec, "output specification")
-    return BoundResult(lower_spec, upper_spec, method, "native", Preactivations(bounded, node_bounds), graph)
+    return BoundResult(lower_spec, upper_spec, method, "native", Preactivations(bounded, sweeps), graph)
+
+
+def _ibp_chunks(graph: BoundGraph, x: Tensor) -> list[slice]:
+    """IBP on a CPU runs in chunks of samples whose widest node stays within
+    :data:`IBP_CHUNK_BYTES`, so that each layer's output is still in cache when the next reads
+    it; on a GPU the whole batch at once."""
+    batch = x.shape[0]
+    if x.device.type != "cpu":
+        return [slice(None)]
+    widest = max(x[0].numel(), *(node.shape[1:].numel() for node in graph.nodes[1:]))
+    chunk = max(1, IBP_CHUNK_BYTES // (widest * x.element_size()))
+    if chunk >= batch:
+        return [slice(None)]
+    return [slice(start, start + chunk) for start in range(0, batch, chunk)]
 
 
 def _output_crown(graph: BoundGraph, bounds: Sequence[Interval], A: Tensor, budget_bytes: int) -> Tensor:
@@ -164,31 +185,38 @@ def check_device(model: nn.Module, x: Tensor) -> None:
         raise ValueError(f"the input is on {x.device} but the model on {device}: move one of them (x.to(device))")
 
 
-def _specification(out: Tensor, y: Optional[Tensor], C: Optional[Tensor]) -> Tensor:
-    batch, classes = out.shape
+def _specification(batch: int, classes: int, like: Tensor, y: Optional[Tensor], C: Optional[Tensor]) -> Tensor:
+    """The rows ``(batch, K, classes)`` to bound, in the dtype and on the device of ``like``."""
     if C is not None and y is not None:
         raise ValueError("give either the labels y or a specification C, not both")
     if y is not None:
         if torch.as_tensor(y).numel() != batch:
             raise ValueError(f"got {torch.as_tensor(y).numel()} labels for a batch of {batch}")
-        return margin_matrix(torch.as_tensor(y, device=out.device), classes).to(out.dtype)
+        return margin_matrix(torch.as_tensor(y, device=like.device), classes).to(like.dtype)
     if C is None:
-        return torch.eye(classes, dtype=out.dtype, device=out.device).expand(batch, classes, classes)
+        return torch.eye(classes, dtype=like.dtype, device=like.device).expand(batch, classes, classes)
     if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != classes:
         raise ValueError(f"C must have shape ({batch}, K, {classes}), got {tuple(C.shape)}")
-    return C.to(out.dtype)
+    return C.to(like.dtype)
 
 
 class Preactivations(Mapping[str, Interval]):
     """Each ReLU's name → the bounds of its input, materialised when first read (IBP keeps
-    them as centre and radius until then)."""
+    them as centre and radius until then) and joined across the chunks of samples."""
 
-    def __init__(self, graph: BoundGraph, bounds: Sequence[Interval]) -> None:
-        self._bounds = bounds
+    def __init__(self, graph: BoundGraph, chunks: list[Sequence[Interval]]) -> None:
+        self._chunks = chunks
         self._inputs = {graph.nodes[i].name: graph.nodes[i].inputs[0] for i in graph.relu_nodes}
+        self._joined: dict[str, Interval] = {}
 
     def __getitem__(self, name: str) -> Interval:
-        return self._bounds[self._inputs[name]]
+        index = self._inputs[name]
+        if len(self._chunks) == 1:
+            return self._chunks[0][index]
+        if name not in self._joined:
+            parts = [bounds[index] for bounds in self._chunks]
+            self._joined[name] = torch.cat([low for low, _ in parts]), torch.cat([high for _, high in parts])
+        return self._joined[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._inputs)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from certify_nets import HandResidual, mask_weights, residual_net, sequential_net
+from certify_nets import HandResidual, mask_weights, randomise_batch_norm, residual_net, sequential_net
 from harp_plugin.bounds import compute_bounds
 from harp_plugin.bounds.graph import build_graph
 from harp_plugin.bounds.spec import input_box, margin_matrix
@@ -33,22 +33,38 @@ def close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> bool:
     return bool(((a - b).abs() <= rel * (1 + b.abs())).all())
 
 
+def grey_net(seed: int) -> nn.Sequential:
+    """One input channel, so the first convolution's filters are tiny (1×3×2): the CPU path
+    convolves them as unfold + matmul; stride, padding and dilation all non-trivial (8×8 → 4×5)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, (3, 2), stride=2, padding=(2, 1), dilation=(2, 1)), nn.BatchNorm2d(3), nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 5, 4),
+    )
+    randomise_batch_norm(model, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
 MODELS = {
-    "sequential": lambda: sequential_net(0),
-    "residual": lambda: residual_net(1),
-    "hand-residual": lambda: HandResidual().eval(),
-    "masked": lambda: mask_weights(sequential_net(2), 2, "parametrize"),
+    "sequential": (lambda: sequential_net(0), 2),
+    "residual": (lambda: residual_net(1), 2),
+    "hand-residual": (lambda: HandResidual().eval(), 2),
+    "masked": (lambda: mask_weights(sequential_net(2), 2, "parametrize"), 2),
+    "grey": (lambda: grey_net(6), 1),
 }
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name", MODELS)
-def test_fast_ibp_equals_node_by_node_ibp(name: str, grad: bool) -> None:
+def test_fast_ibp_equals_node_by_node_ibp(name: str, grad: bool, monkeypatch) -> None:
     """Outputs, margin bounds (C folded into the last layer) and pre-activations, with and
-    without autograd (in-place updates only without)."""
+    without autograd (in-place updates only without), the batch split into chunks of one
+    sample (the CPU path's cache-sized chunks, shrunk) so the chunks must be joined in order."""
+    monkeypatch.setattr("harp_plugin.bounds.engine.IBP_CHUNK_BYTES", 1)
     torch.manual_seed(0)
-    model = MODELS[name]()
-    x, y = torch.rand(5, 2, 8, 8), torch.randint(0, 4, (5,))
+    build, channels = MODELS[name]
+    model = build()
+    x, y = torch.rand(5, channels, 8, 8), torch.randint(0, 4, (5,))
     with torch.no_grad():
         (low, high), pre = node_by_node_ibp(model, x, EPS)
     with torch.set_grad_enabled(grad):
