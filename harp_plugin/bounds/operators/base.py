@@ -157,8 +157,9 @@ class RelaxedOp(BoundOp):
 
 def _bias_dot(A: Tensor, b: Tensor, out_shape: torch.Size) -> Tensor:
     """``(B, K)``: each row of A ``(B, K, *out_shape)`` dotted with b broadcast to ``out_shape``
-    (a matrix-vector product, in the promoted dtype, instead of a coefficient-sized product)."""
-    dtype = torch.promote_types(A.dtype, b.dtype)
+    (a matrix-vector product instead of a coefficient-sized product; in the dtype ``A * b``
+    would have, so a 0-dim float64 constant does not promote float32 coefficients)."""
+    dtype = torch.result_type(A, b)
     return A.reshape(*A.shape[:2], -1).to(dtype) @ b.expand(out_shape).reshape(-1).to(dtype)
 
 
