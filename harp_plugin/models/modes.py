@@ -10,10 +10,12 @@ from torch import nn
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Scoring, evaluation and bound propagation must not update BN statistics or apply dropout,
-    and must not leave a model that was training in eval mode (methods.md §7)."""
-    was_training = model.training
+    and must not leave a model that was training in eval mode (methods.md §7). Each submodule
+    gets its own mode back: a frozen BatchNorm inside a training model stays frozen."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training

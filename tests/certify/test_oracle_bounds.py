@@ -157,3 +157,16 @@ def test_certification_runs_in_eval_mode_and_leaves_the_model_as_it_was() -> Non
     assert model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), f"{key} changed: certification ran in train mode"
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown"])
+def test_certification_gives_each_submodule_its_own_mode_back(method: str) -> None:
+    """A training model whose BatchNorm and Dropout were frozen by the user (fine-tuning):
+    bounding must not unfreeze them (it once restored only the top-level flag, recursively)."""
+    model = nn.Sequential(linear([[1.0, -1.0], [0.5, 0.5]], [0.0, 0.1]), nn.BatchNorm1d(2).double(),
+                          nn.Dropout(0.5), nn.ReLU(), linear([[1.0, 1.0]], [0.0]))
+    model.train()
+    model[1].eval()
+    model[2].eval()
+    compute_bounds(model, torch.tensor([[0.4, 0.6]], dtype=torch.float64), 0.1, method=method)
+    assert [m.training for m in model] == [True, False, False, True, True]
