@@ -34,8 +34,7 @@ def close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> bool:
 
 
 def grey_net(seed: int) -> nn.Sequential:
-    """One input channel, so the first convolution's filters are tiny (1×3×2): the CPU path
-    convolves them as unfold + matmul; stride, padding and dilation all non-trivial (8×8 → 4×5)."""
+    """One input channel; stride, padding and dilation all non-trivial and per axis (8×8 → 4×5)."""
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(1, 3, (3, 2), stride=2, padding=(2, 1), dilation=(2, 1)), nn.BatchNorm2d(3), nn.ReLU(),

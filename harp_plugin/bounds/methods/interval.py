@@ -28,10 +28,6 @@ from harp_plugin.bounds.operators.reshape import RearrangeOp
 
 _CONV = {1: F.conv1d, 2: F.conv2d}
 
-UNFOLD_MAX_INNER = 16
-"""Largest filter size (input channels per group × kernel elements) convolved as unfold + matmul
-on a CPU (measured: 2.5× faster for 1×3×3 filters at 28×28, slower for 3×3×3)."""
-
 
 class NodeInterval:
     """One node's interval: lower/upper, or centre/radius with lower/upper computed on first read.
@@ -176,23 +172,7 @@ def _weighted(op: ConvOp | LinearOp, value: NodeInterval, reuse: bool) -> NodeIn
 
 
 def _convolve(op: ConvOp, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """The layer's convolution with the given weights. A 2-D convolution whose filters are tiny
-    (``in_channels/groups · kernel ≤`` :data:`UNFOLD_MAX_INNER`, e.g. a 3×3 filter on one
-    grey-scale channel) runs on a CPU as unfold + matrix product: CPU convolution kernels are
-    several times slower per output than a matrix product for such filters."""
-    inner = weight[0].numel()
-    if op.dims != 2 or op.groups != 1 or inner > UNFOLD_MAX_INNER or x.device.type != "cpu":
-        return _CONV[op.dims](x, weight, bias, op.stride, op.padding, op.dilation, op.groups)
-    kernel = weight.shape[2:]
-    columns = F.unfold(x, kernel, dilation=op.dilation, padding=op.padding, stride=op.stride)
-    out = weight.flatten(1) @ columns
-    if bias is not None:
-        out = out.add_(bias.unsqueeze(1)) if not torch.is_grad_enabled() else out + bias.unsqueeze(1)
-    size = [
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, p, d, k, s in zip(x.shape[2:], op.padding, op.dilation, kernel, op.stride)
-    ]
-    return out.view(x.shape[0], weight.shape[0], *size)
+    return _CONV[op.dims](x, weight, bias, op.stride, op.padding, op.dilation, op.groups)
 
 
 def _relu(value: NodeInterval, in_place: bool) -> NodeInterval:
