@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["stability", "magnitude", "random", "harp"])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
     parser.add_argument("--rounds", type=int, default=2, help="geometric pruning rounds (HARP: 1)")
-    parser.add_argument("--finetune-epochs", type=int, default=3, help="retraining epochs after every round")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="retraining epochs after every round")
     parser.add_argument("--rewind-epoch", type=int, default=12, help="pre-training epoch survivors go back to")
     parser.add_argument("--out", default="runs/bench-certified")
     parser.add_argument("--json", help="every run's figures (rewritten after each run); runs it holds are skipped")
