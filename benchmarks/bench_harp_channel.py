@@ -265,6 +265,15 @@ def report(args: argparse.Namespace) -> None:
                 f"{statistics.mean(r['flops'] for r in group):.4f} | "
                 f"{100 * max(abs(arrival_error(r)) for r in group):.2f} % | {len(group)} |"
             )
+    lines += ["", "Per seed (same dense model), HARP − HYDRA PGD-20 points and HARP's arrival error:", ""]
+    for target in FLOPS_TARGETS:
+        pairs = {r["seed"]: r for r in pruned if (r["target"], r["method"]) == (target, "harp")}
+        gaps = [100 * (pairs[r["seed"]]["pgd20"] - r["pgd20"]) for r in pruned
+                if (r["target"], r["method"]) == (target, "hydra") and r["seed"] in pairs]
+        if gaps:
+            lines.append(f"- {100 * (1 - target):g} %: " + ", ".join(f"{g:+.1f}" for g in gaps)
+                         + f" (mean {statistics.mean(gaps):+.1f}); arrival "
+                         + ", ".join(f"{100 * arrival_error(r):+.2f} %" for r in pairs.values()))
     lines += ["", "Time per epoch, same model, alternated (ratio to the PGD-AT epoch of the same pair):", ""]
     for index, clock in enumerate(("wall", "cpu")):
         for name, ratios in times["ratios"][clock].items():
