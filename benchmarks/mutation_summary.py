@@ -5,7 +5,8 @@ Run from the directory that holds ``mutants/`` after ``mutmut run``. A survivor 
 on the CPU machines the suite runs on, or when docs/testing.md lists it, with its reason, in
 a table row ``| `mutant name` | reason |`` (``--equivalents``); every other survivor counts
 against the score. Message-text survivors (an error message's wording changed) are real
-survivors, listed apart. A mutant no test covers counts as survived; a timeout as killed
+survivors, listed apart; mutants of rule factories run at import (``IMPORT_TIME``) are
+reported as not measurable. A mutant no test covers counts as survived; a timeout as killed
 (shown apart). Score = (killed + timeout) / (killed + timeout + survived).
 """
 from __future__ import annotations
@@ -25,6 +26,9 @@ EQUIVALENT_RULES = {
     "same value": re.compile(r'float\("-INF"\)|method="(IBP|CROWN-IBP|CROWN)"'),
 }
 MESSAGE_RULE = re.compile(r'(Error|Warning)\(|^\+\s*f?"')
+IMPORT_TIME = {"x_max_pool_function", "x_pool_function", "x_rearrange_method", "x_rearrange_function"}
+"""Rule factories that op_map calls when it is imported: mutmut switches a mutant on in the
+forked worker, after the import, so their mutants never run (not measurable, not scored)."""
 HAND_EQUIVALENT = re.compile(r"^\| `(harp_plugin\.[^`]+)` \|")
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = {1, 3}, {0}, {5, 33}, {24, -24, 36, 152, 255}
 
@@ -67,6 +71,8 @@ def hand_equivalents(path: Path | None) -> set[str]:
 def outcome(name: str, code: int | None, sources: dict[str, str], by_hand: set[str]) -> str:
     if code is None:
         return "not run"
+    if name.rsplit(".", 1)[-1].split("__mutmut_")[0] in IMPORT_TIME:
+        return "import time"
     if code in KILLED:
         return "killed"
     if code in TIMEOUT:
@@ -96,8 +102,9 @@ def main() -> None:
     parser.add_argument("--survivors", action="store_true", help="also list every survivor counted against the score")
     args = parser.parse_args()
     by_hand = hand_equivalents(args.equivalents)
-    print("| file | mutants | killed | timeout | survived (message text, no tests) | equivalent (by hand) | score |")
-    print("|---|---|---|---|---|---|---|")
+    print("| file | mutants | killed | timeout | survived (message text, no tests) | equivalent (by hand) "
+          "| not measurable | score |")
+    print("|---|---|---|---|---|---|---|---|")
     for path, counts in summarise(by_hand).items():
         equivalent = sum(v for k, v in counts.items() if k.startswith("equivalent"))
         messages, untested = counts["survived: message text"], counts["survived: no tests"]
@@ -106,7 +113,8 @@ def main() -> None:
         score = f"{100 * detected / (detected + survived):.1f} %" if detected + survived else "–"
         not_run = f" ({counts['not run']} not run)" if counts["not run"] else ""
         print(f"| {path} | {sum(counts.values())}{not_run} | {counts['killed']} | {counts['timeout']} | {survived} "
-              f"({messages}, {untested}) | {equivalent} ({counts['equivalent: by hand']}) | {score} |")
+              f"({messages}, {untested}) | {equivalent} ({counts['equivalent: by hand']}) | {counts['import time']} "
+              f"| {score} |")
     if args.survivors:
         list_survivors(by_hand)
 

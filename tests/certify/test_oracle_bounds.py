@@ -170,3 +170,12 @@ def test_certification_gives_each_submodule_its_own_mode_back(method: str) -> No
     model[2].eval()
     compute_bounds(model, torch.tensor([[0.4, 0.6]], dtype=torch.float64), 0.1, method=method)
     assert [m.training for m in model] == [True, False, False, True, True]
+
+
+def test_unstable_relus_are_counted_per_layer_and_sample() -> None:
+    """v_net's hidden pre-activations are x − ½ and ½ − x: both straddle 0 around x = 0.5 and
+    0.55 (ε = 0.1), neither on [0.85, 0.95]; counts are summed over the batch."""
+    assert compute_bounds(v_net(), torch.tensor([[0.9]], dtype=torch.float64), 0.05,
+                          method="ibp").unstable_counts() == {"1": 0}
+    x = torch.tensor([[0.5], [0.55], [0.9]], dtype=torch.float64)
+    assert compute_bounds(v_net(), x, 0.1, method="crown").unstable_counts() == {"1": 4}

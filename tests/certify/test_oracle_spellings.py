@@ -51,76 +51,77 @@ def module_case(module: nn.Module) -> Flat:
     return Flat(lambda y: y, module)
 
 
+# factories: each test builds its own model, so no cached trace of an earlier call is reused
 AFFINE = {
-    "mean dim=": Flat(lambda x: x.mean(dim=2)),
-    "mean (dims), keepdim positional": Flat(lambda x: x.mean((2, 3), True)),
-    "torch.mean negative dim": Flat(lambda x: torch.mean(x, -1)),
-    "torch.mean dim=[..], keepdim=": Flat(lambda x: torch.mean(x, dim=[1, 3], keepdim=True)),
-    "avg_pool2d options": Flat(lambda x: F.avg_pool2d(x, 2, stride=1, padding=1, ceil_mode=True,
+    "mean dim=": lambda: Flat(lambda x: x.mean(dim=2)),
+    "mean (dims), keepdim positional": lambda: Flat(lambda x: x.mean((2, 3), True)),
+    "torch.mean negative dim": lambda: Flat(lambda x: torch.mean(x, -1)),
+    "torch.mean dim=[..], keepdim=": lambda: Flat(lambda x: torch.mean(x, dim=[1, 3], keepdim=True)),
+    "avg_pool2d options": lambda: Flat(lambda x: F.avg_pool2d(x, 2, stride=1, padding=1, ceil_mode=True,
                                                        count_include_pad=False)),
-    "avg_pool2d divisor_override": Flat(lambda x: F.avg_pool2d(x, (2, 3), divisor_override=4)),
-    "adaptive_avg_pool2d": Flat(lambda x: F.adaptive_avg_pool2d(x, (3, 2))),
-    "avg_pool1d": Flat(lambda x: F.avg_pool1d(x.flatten(2), 3, 2)),
-    "adaptive_avg_pool1d": Flat(lambda x: F.adaptive_avg_pool1d(x.flatten(2), 6)),
-    "F.linear without bias": Flat(lambda x: F.linear(x.flatten(1), WEIGHT)),
-    "x @ M": Flat(lambda x: x @ MATRIX),
-    "torch.matmul": Flat(lambda x: torch.matmul(x, MATRIX)),
-    "x.matmul": Flat(lambda x: x.matmul(MATRIX)),
-    "x + c, c + x": Flat(lambda x: 0.25 + (x + 0.3)),
-    "torch.add / x.add by a channel constant": Flat(lambda x: torch.add(x, CHANNEL).add(CHANNEL)),
-    "1 - x": Flat(lambda x: 1.0 - x),
-    "torch.sub / x.sub / other=": Flat(lambda x: torch.sub(x, CHANNEL).sub(other=0.5)),
-    "c * x, x * c": Flat(lambda x: -2.5 * (x * CHANNEL)),
-    "torch.mul / x.mul": Flat(lambda x: torch.mul(CHANNEL, x).mul(-1.5)),
-    "x / c": Flat(lambda x: x / -3.0),
-    "torch.div / x.div by a channel constant": Flat(lambda x: torch.div(x, CHANNEL).div(2.0)),
-    "-x, torch.neg, x.neg": Flat(lambda x: torch.neg(-x).neg()),
-    "x + 2x (two bounded operands)": Flat(lambda x: x + 2 * x),
-    "torch.add(x, x)": Flat(lambda x: torch.add(x, x * 0.5)),
-    "view / reshape": Flat(lambda x: x.view(-1, 8, 5).reshape(-1, 5, 8)),
-    "torch.reshape": Flat(lambda x: torch.reshape(x, (-1, 40))),
-    "permute / torch.permute": Flat(lambda x: torch.permute(x.permute(0, 3, 1, 2), (0, 2, 3, 1))),
-    "transpose / torch.transpose": Flat(lambda x: torch.transpose(x.transpose(1, 3), 2, 3)),
-    "unsqueeze / squeeze": Flat(lambda x: torch.squeeze(torch.unsqueeze(x.unsqueeze(2).squeeze(2), -1), -1)),
-    "movedim": Flat(lambda x: torch.movedim(x.movedim(1, -1), 3, 2)),
-    "flatten(start, end)": Flat(lambda x: torch.flatten(x, 1, 2).flatten(2)),
-    "contiguous": Flat(lambda x: x.transpose(2, 3).contiguous()),
-    "cat dim=1": Flat(lambda x: torch.cat([x, 2 * x], dim=1)),
-    "cat dim=-1": Flat(lambda x: torch.cat((x, -x), -1)),
-    "concat tensors=": Flat(lambda x: torch.concat(tensors=[x, x + 1], dim=2)),
-    "dropout (eval)": Flat(lambda x: F.dropout(x, 0.3, False)),
-    "Flatten / Unflatten": module_case(nn.Sequential(nn.Flatten(), nn.Unflatten(1, (5, 8)))),
-    "Linear on the last dimension": module_case(nn.Linear(5, 3)),
-    "Conv2d padding='same', dilation": module_case(nn.Conv2d(2, 3, 3, padding="same", dilation=2)),
-    "Conv2d stride, groups, no bias": module_case(nn.Conv2d(2, 4, (2, 3), stride=(2, 1), groups=2, bias=False)),
-    "Conv1d": module_case(nn.Sequential(nn.Flatten(2), nn.Conv1d(2, 3, 4, stride=3, padding=2))),
-    "BatchNorm2d (eval)": module_case(nn.BatchNorm2d(2)),
-    "BatchNorm1d (eval)": module_case(nn.Sequential(nn.Flatten(2), nn.BatchNorm1d(2))),
-    "InputNormalization": module_case(InputNormalization([0.2, 0.6], [0.5, 0.25])),
-    "AvgPool2d / AdaptiveAvgPool2d": module_case(nn.Sequential(nn.AvgPool2d(3, 1, 1), nn.AdaptiveAvgPool2d(2))),
-    "AvgPool1d / AdaptiveAvgPool1d": module_case(nn.Sequential(nn.Flatten(2), nn.AvgPool1d(4, 2),
+    "avg_pool2d divisor_override": lambda: Flat(lambda x: F.avg_pool2d(x, (2, 3), divisor_override=4)),
+    "adaptive_avg_pool2d": lambda: Flat(lambda x: F.adaptive_avg_pool2d(x, (3, 2))),
+    "avg_pool1d": lambda: Flat(lambda x: F.avg_pool1d(x.flatten(2), 3, 2)),
+    "adaptive_avg_pool1d": lambda: Flat(lambda x: F.adaptive_avg_pool1d(x.flatten(2), 6)),
+    "F.linear without bias": lambda: Flat(lambda x: F.linear(x.flatten(1), WEIGHT)),
+    "x @ M": lambda: Flat(lambda x: x @ MATRIX),
+    "torch.matmul": lambda: Flat(lambda x: torch.matmul(x, MATRIX)),
+    "x.matmul": lambda: Flat(lambda x: x.matmul(MATRIX)),
+    "x + c, c + x": lambda: Flat(lambda x: 0.25 + (x + 0.3)),
+    "torch.add / x.add by a channel constant": lambda: Flat(lambda x: torch.add(x, CHANNEL).add(CHANNEL)),
+    "1 - x": lambda: Flat(lambda x: 1.0 - x),
+    "torch.sub / x.sub / other=": lambda: Flat(lambda x: torch.sub(x, CHANNEL).sub(other=0.5)),
+    "c * x, x * c": lambda: Flat(lambda x: -2.5 * (x * CHANNEL)),
+    "torch.mul / x.mul": lambda: Flat(lambda x: torch.mul(CHANNEL, x).mul(-1.5)),
+    "x / c": lambda: Flat(lambda x: x / -3.0),
+    "torch.div / x.div by a channel constant": lambda: Flat(lambda x: torch.div(x, CHANNEL).div(2.0)),
+    "-x, torch.neg, x.neg": lambda: Flat(lambda x: torch.neg(-x).neg()),
+    "x + 2x (two bounded operands)": lambda: Flat(lambda x: x + 2 * x),
+    "torch.add(x, x)": lambda: Flat(lambda x: torch.add(x, x * 0.5)),
+    "view / reshape": lambda: Flat(lambda x: x.view(-1, 8, 5).reshape(-1, 5, 8)),
+    "torch.reshape": lambda: Flat(lambda x: torch.reshape(x, (-1, 40))),
+    "permute / torch.permute": lambda: Flat(lambda x: torch.permute(x.permute(0, 3, 1, 2), (0, 2, 3, 1))),
+    "transpose / torch.transpose": lambda: Flat(lambda x: torch.transpose(x.transpose(1, 3), 2, 3)),
+    "unsqueeze / squeeze": lambda: Flat(lambda x: torch.squeeze(torch.unsqueeze(x.unsqueeze(2).squeeze(2), -1), -1)),
+    "movedim": lambda: Flat(lambda x: torch.movedim(x.movedim(1, -1), 3, 2)),
+    "flatten(start, end)": lambda: Flat(lambda x: torch.flatten(x, 1, 2).flatten(2)),
+    "contiguous": lambda: Flat(lambda x: x.transpose(2, 3).contiguous()),
+    "cat dim=1": lambda: Flat(lambda x: torch.cat([x, 2 * x], dim=1)),
+    "cat dim=-1": lambda: Flat(lambda x: torch.cat((x, -x), -1)),
+    "concat tensors=": lambda: Flat(lambda x: torch.concat(tensors=[x, x + 1], dim=2)),
+    "dropout (eval)": lambda: Flat(lambda x: F.dropout(x, 0.3, False)),
+    "Flatten / Unflatten": lambda: module_case(nn.Sequential(nn.Flatten(), nn.Unflatten(1, (5, 8)))),
+    "Linear on the last dimension": lambda: module_case(nn.Linear(5, 3)),
+    "Conv2d padding='same', dilation": lambda: module_case(nn.Conv2d(2, 3, 3, padding="same", dilation=2)),
+    "Conv2d stride, groups, no bias": lambda: module_case(nn.Conv2d(2, 4, (2, 3), stride=(2, 1), groups=2, bias=False)),
+    "Conv1d": lambda: module_case(nn.Sequential(nn.Flatten(2), nn.Conv1d(2, 3, 4, stride=3, padding=2))),
+    "BatchNorm2d (eval)": lambda: module_case(nn.BatchNorm2d(2)),
+    "BatchNorm1d (eval)": lambda: module_case(nn.Sequential(nn.Flatten(2), nn.BatchNorm1d(2))),
+    "InputNormalization": lambda: module_case(InputNormalization([0.2, 0.6], [0.5, 0.25])),
+    "AvgPool2d / AdaptiveAvgPool2d": lambda: module_case(nn.Sequential(nn.AvgPool2d(3, 1, 1), nn.AdaptiveAvgPool2d(2))),
+    "AvgPool1d / AdaptiveAvgPool1d": lambda: module_case(nn.Sequential(nn.Flatten(2), nn.AvgPool1d(4, 2),
                                                                nn.AdaptiveAvgPool1d(3))),
-    "Identity / Dropout": module_case(nn.Sequential(nn.Identity(), nn.Dropout(0.5), nn.Dropout2d(0.5))),
+    "Identity / Dropout": lambda: module_case(nn.Sequential(nn.Identity(), nn.Dropout(0.5), nn.Dropout2d(0.5))),
 }
 
 MONOTONE = {
-    "relu forms": Flat(lambda x: torch.relu(x - 0.5) + F.relu(x - 0.6) + (x - 0.3).relu()),
-    "relu6": Flat(lambda x: F.relu6(10 * x - 2)),
-    "hardtanh positional": Flat(lambda x: F.hardtanh(2 * x - 1, -0.5, 0.5)),
-    "hardtanh keywords": Flat(lambda x: F.hardtanh(x, min_val=0.2, max_val=0.7)),
-    "hardtanh defaults": Flat(lambda x: F.hardtanh(4 * x - 2)),
-    "leaky_relu positional slope": Flat(lambda x: F.leaky_relu(x - 0.5, 0.2)),
-    "leaky_relu negative_slope=": Flat(lambda x: F.leaky_relu(x - 0.5, negative_slope=0.3)),
-    "leaky_relu default slope": Flat(lambda x: F.leaky_relu(40 * x - 20)),
-    "max_pool2d kernel only": Flat(lambda x: F.max_pool2d(x, 2)),
-    "max_pool2d positional stride, padding": Flat(lambda x: F.max_pool2d(x, 3, 2, 1)),
-    "max_pool2d keywords, ceil_mode": Flat(lambda x: F.max_pool2d(x, kernel_size=2, stride=1, padding=1,
+    "relu forms": lambda: Flat(lambda x: torch.relu(x - 0.5) + F.relu(x - 0.6) + (x - 0.3).relu()),
+    "relu6": lambda: Flat(lambda x: F.relu6(10 * x - 2)),
+    "hardtanh positional": lambda: Flat(lambda x: F.hardtanh(2 * x - 1, -0.5, 0.5)),
+    "hardtanh keywords": lambda: Flat(lambda x: F.hardtanh(x, min_val=0.2, max_val=0.7)),
+    "hardtanh defaults": lambda: Flat(lambda x: F.hardtanh(4 * x - 2)),
+    "leaky_relu positional slope": lambda: Flat(lambda x: F.leaky_relu(x - 0.5, 0.2)),
+    "leaky_relu negative_slope=": lambda: Flat(lambda x: F.leaky_relu(x - 0.5, negative_slope=0.3)),
+    "leaky_relu default slope": lambda: Flat(lambda x: F.leaky_relu(40 * x - 20)),
+    "max_pool2d kernel only": lambda: Flat(lambda x: F.max_pool2d(x, 2)),
+    "max_pool2d positional stride, padding": lambda: Flat(lambda x: F.max_pool2d(x, 3, 2, 1)),
+    "max_pool2d keywords, ceil_mode": lambda: Flat(lambda x: F.max_pool2d(x, kernel_size=2, stride=1, padding=1,
                                                                    ceil_mode=True)),
-    "max_pool2d dilation": Flat(lambda x: F.max_pool2d(x, 2, dilation=2)),
-    "max_pool1d": Flat(lambda x: F.max_pool1d(x.flatten(2), 3, 2, 1)),
-    "ReLU / ReLU6 / Hardtanh / LeakyReLU modules": module_case(nn.Sequential(
+    "max_pool2d dilation": lambda: Flat(lambda x: F.max_pool2d(x, 2, dilation=2)),
+    "max_pool1d": lambda: Flat(lambda x: F.max_pool1d(x.flatten(2), 3, 2, 1)),
+    "ReLU / ReLU6 / Hardtanh / LeakyReLU modules": lambda: module_case(nn.Sequential(
         nn.ReLU(), nn.ReLU6(), nn.Hardtanh(0.1, 0.6), nn.LeakyReLU(0.1))),
-    "MaxPool2d / MaxPool1d modules": module_case(nn.Sequential(
+    "MaxPool2d / MaxPool1d modules": lambda: module_case(nn.Sequential(
         nn.MaxPool2d(3, 2, 1, ceil_mode=True), nn.Flatten(2), nn.MaxPool1d(2))),
 }
 
@@ -144,7 +145,7 @@ def affine_range(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("name", AFFINE)
 def test_affine_spellings_are_bounded_exactly(name: str) -> None:
-    model = AFFINE[name]
+    model = AFFINE[name]()
     low, high = affine_range(model)
     assert bool((high - low > 1e-6).any()), "the case depends on its input"
     for method in METHODS:
@@ -156,7 +157,7 @@ def test_affine_spellings_are_bounded_exactly(name: str) -> None:
 
 @pytest.mark.parametrize("name", MONOTONE)
 def test_monotone_spellings_are_bounded_by_their_corners(name: str) -> None:
-    model = MONOTONE[name]
+    model = MONOTONE[name]()
     low_corner, high_corner = box()
     with torch.no_grad():
         low, high = model(low_corner), model(high_corner)
