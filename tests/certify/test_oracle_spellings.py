@@ -22,7 +22,9 @@ from torch import nn
 
 from certify_nets import randomise_batch_norm
 from harp_plugin.bounds import compute_bounds
+from harp_plugin.bounds.engine import unstable_mask
 from harp_plugin.bounds.operators.activation import PiecewiseLinearOp
+from harp_plugin.bounds.operators.op_map import supported_operations
 from harp_plugin.models.normalization import InputNormalization
 
 METHODS = ("ibp", "crown-ibp", "crown")
@@ -202,3 +204,30 @@ def test_piecewise_linear_lines_and_inexact_neurons_by_hand(low, high, inexact, 
     assert HARDTANH.inexact(lower, upper).tolist() == [[inexact]]
     got = tuple(t.item() for t in HARDTANH.lines(lower, upper))
     assert got == pytest.approx(lines, abs=1e-12)
+
+
+# ---------------------------------------------------------------- what the engine refuses or names
+
+def test_constants_that_differ_per_sample_or_broadcast_the_input_are_refused() -> None:
+    per_sample = torch.ones(2, 2, 4, 5, dtype=torch.float64)
+    with pytest.raises(Exception, match="a constant that differs per sample is not supported"):
+        compute_bounds(Flat(lambda x: x + per_sample), X, EPS)
+    wider = torch.ones(3, 1, 1, 1, 1, dtype=torch.float64)
+    with pytest.raises(Exception, match=r"a constant of shape \(3, 1, 1, 1, 1\) would broadcast the bounded "
+                                        r"tensor \(2, 2, 4, 5\)"):
+        compute_bounds(Flat(lambda x: x * wider), X, EPS)
+
+
+def test_supported_operations_are_named_as_users_write_them() -> None:
+    names = set(supported_operations())
+    assert {"Conv2d", "Flatten", "F.relu", "F.max_pool2d", "operator.add", "operator.matmul", "torch.cat",
+            "Tensor.view", "Tensor.mean"} <= names
+
+
+@pytest.mark.parametrize("low, high, unstable", [
+    (-2e-5, 2e-5, True), (-1e-5, 1.0, False), (-1.0, 1e-5, False), (-1e-6, 1e-6, False), (0.0, 1.0, False),
+])
+def test_a_relu_is_unstable_only_beyond_the_tolerance_on_both_sides(low, high, unstable) -> None:
+    """UNSTABLE_TOLERANCE = 1e-5: l < −tol and u > tol, strictly."""
+    mask = unstable_mask(torch.tensor([low], dtype=torch.float64), torch.tensor([high], dtype=torch.float64))
+    assert mask.tolist() == [unstable]
