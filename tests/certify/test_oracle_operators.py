@@ -173,3 +173,65 @@ def test_hand_computed_bounds(function, box, ibp, crown) -> None:
         values = function(grid).flatten()
     low, high = values.min().item(), values.max().item()
     assert crown[0] - 1e-12 <= low and high <= crown[1] + 1e-12
+
+
+# ---------------------------------------------------------------- max pooling's CROWN relaxation, looped by hand
+
+def max_pool_crown_lower(low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor, pool: dict) -> torch.Tensor:
+    """Raw CROWN lower bound of rows·flatten(max_pool2d(x)) over the box [low, high] (one sample,
+    shape (C, H, W)), the relaxation applied window by window in plain loops: max ≥ x_j* with j*
+    the largest lower end (ties: the largest upper end, then the first); max ≤ x_j* when l_j* is
+    at least every other upper end, else max ≤ the window's largest upper end."""
+    channels, height, width = low.shape
+    kernel, stride, padding, dilation = pool["kernel_size"], pool["stride"], pool["padding"], pool["dilation"]
+    out_h, out_w = F.max_pool2d(low.unsqueeze(0), **pool).shape[2:]
+    coefficients = torch.zeros(rows.shape[0], channels, height, width, dtype=low.dtype)
+    constant = torch.zeros(rows.shape[0], dtype=low.dtype)
+    for c in range(channels):
+        for oh in range(out_h):
+            for ow in range(out_w):
+                window = [(oh * stride - padding + dilation * a, ow * stride - padding + dilation * b)
+                          for a in range(kernel) for b in range(kernel)]
+                window = [(r, q) for r, q in window if 0 <= r < height and 0 <= q < width]
+                best = max(window, key=lambda p: (low[c, p[0], p[1]].item(), high[c, p[0], p[1]].item(),
+                                                  -window.index(p)))
+                others = [high[c, r, q].item() for r, q in window if (r, q) != best]
+                decided = not others or low[c, best[0], best[1]].item() >= max(others)
+                top = max(high[c, r, q].item() for r, q in window)
+                weights = rows[:, (c * out_h + oh) * out_w + ow]
+                for k, w in enumerate(weights.tolist()):
+                    if w > 0 or decided:
+                        coefficients[k, c, best[0], best[1]] += w
+                    else:
+                        constant[k] += w * top
+    flat = coefficients.flatten(1)
+    return constant + flat.clamp(min=0) @ low.flatten() + flat.clamp(max=0) @ high.flatten()
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False),
+    dict(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True),
+    dict(kernel_size=2, stride=1, padding=1, dilation=2, ceil_mode=False),
+], ids=["plain", "padded-ceil", "dilated"])
+@pytest.mark.parametrize("head", ["linear", "conv"])
+def test_max_pool_crown_equals_the_relaxation_looped_by_hand(pool: dict, head: str) -> None:
+    """A max pool under a linear head, or under a conv (coefficients arrive as patches), then a
+    linear map; the head is folded into one matrix from torch's forward on basis images."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 3, 2).double()
+    channels_out = F.max_pool2d(torch.zeros(1, 2, 6, 6), **pool).shape
+    after = conv(torch.zeros(1, *channels_out[1:], dtype=torch.float64)) if head == "conv" else None
+    features = (after if after is not None else torch.zeros(channels_out)).flatten(1).shape[1]
+    linear = nn.Linear(features, 3).double()
+    body = nn.Sequential(conv, nn.Flatten(), linear) if head == "conv" else nn.Sequential(nn.Flatten(), linear)
+    model = Lambda(lambda x: body(F.max_pool2d(x, **pool)))
+    model.body = body  # registered, so the tracer sees the layers as modules
+    x = torch.rand(1, 2, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    eps = 0.3
+    pooled = F.max_pool2d(x, **pool).shape[1:]
+    rows = dense(body, tuple(pooled)).weight.detach()
+    bias = dense(body, tuple(pooled)).bias.detach()
+    low, high = (x - eps)[0], (x + eps)[0]
+    bounds = compute_bounds(model, x, eps, method="crown", intersect=False, lower=-1.0, upper=2.0)
+    torch.testing.assert_close(bounds.lower[0], max_pool_crown_lower(low, high, rows, pool) + bias, atol=1e-9, rtol=0)
+    torch.testing.assert_close(bounds.upper[0], -max_pool_crown_lower(low, high, -rows, pool) + bias, atol=1e-9, rtol=0)
