@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from harp_plugin.importance.errors import NotFittedError
-from harp_plugin.importance.phases import train_masks
+from harp_plugin.importance.phases import check_selection, train_masks
 from harp_plugin.importance.ratios import ROOT_TYPES, reconciled_ratio_dict
 from harp_plugin.masking import MaskSet, attach_masks, remove_masks
 from harp_plugin.masking.mask_set import check_kept_target
@@ -102,8 +102,10 @@ class HarpImportance(tp.importance.Importance):
 
         LWM needs only ``example_inputs`` (or a ``train_loader`` to take one from).
         ``pruner_options``: the ``tp.MetaPruner`` options that shape its groups (``num_heads``,
-        ``unwrapped_parameters``, …); :meth:`make_pruner` reuses them.
+        ``unwrapped_parameters``, …); :meth:`make_pruner` reuses them. A ``CertifiedLoss``
+        selects the epoch kept on IBP-certified validation accuracy (``val_attack`` stays None).
         """
+        check_selection(loss, val_attack)
         if example_inputs is None:
             if train_loader is None:
                 raise ValueError("fit needs example_inputs or a train_loader to take them from")

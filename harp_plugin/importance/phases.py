@@ -19,6 +19,8 @@ from harp_plugin.masking import LayerSparsity, MaskSet, attach_masks, sparsity_r
 from harp_plugin.masking.hooks import MaskTrainingHooks
 from harp_plugin.masking.projection import check_feasible, project_onto_budget
 from harp_plugin.robust.attacks import Attack
+from harp_plugin.robust.certified import CertifiedLoss, EpsilonRampHooks
+from harp_plugin.robust.hooks import HookChain, TrainingHooks
 from harp_plugin.robust.losses import TrainingLoss
 from harp_plugin.robust.training import TrainConfig, TrainResult, fit
 from harp_plugin.schedulers.gamma import IncrementalGamma
@@ -50,6 +52,15 @@ def settle_epochs(epochs: int) -> int:
     return 0 if epochs < 2 else max(1, epochs // 4)
 
 
+def check_selection(loss: TrainingLoss | None, val_attack: Attack | None) -> None:
+    """A CertifiedLoss selects on IBP-certified validation accuracy: a validation attack is an error."""
+    if isinstance(loss, CertifiedLoss) and val_attack is not None:
+        raise ValueError(
+            f"val_attack={val_attack.name!r} with a CertifiedLoss: mask epochs are selected on IBP-certified "
+            "validation accuracy then; pass val_attack=None"
+        )
+
+
 def train_masks(
     model: nn.Module,
     masks: MaskSet,
@@ -72,6 +83,10 @@ def train_masks(
     scores under the projected counts, so the run ends on its budget whatever γ did. Only
     an infeasible budget raises :class:`TargetNotReachedError`. HYDRA trains scores at a_t;
     LWM trains nothing. A HYDRA target never reached raises with ``strict``, else warns.
+
+    With a :class:`CertifiedLoss` the epoch kept is chosen as in certified training: on
+    IBP-certified validation accuracy at the loss's full ε, among full-ε epochs only
+    (:class:`EpsilonRampHooks`), so ``val_attack`` must be None.
     """
     if masks.method == "lwm":
         masks.freeze()
@@ -80,6 +95,7 @@ def train_masks(
                               ("config", config)) if v is None]
     if missing:
         raise ValueError(f"training {masks.method} masks needs {', '.join(missing)}")
+    check_selection(loss, val_attack)
     harp = masks.method == "harp"
     if harp:
         masks.budget = budget
@@ -90,7 +106,7 @@ def train_masks(
     common = dict(val_attack=val_attack, progress=progress)
     with only_trainable(model, trainable):
         result = fit(model, loss, train_loader, val_loader, replace(config, epochs=config.epochs - settle),
-                     parameters=trainable, hooks=MaskTrainingHooks(masks, gamma if harp else None),
+                     parameters=trainable, hooks=_mask_hooks(masks, gamma if harp else None, loss, val_loader),
                      description=f"{masks.method} prune", **common)
         if harp:
             result = _project_and_settle(model, masks, loss, train_loader, val_loader, config, settle, result, common)
@@ -98,6 +114,14 @@ def train_masks(
         _report_unreached(masks, config, strict)
     masks.freeze()
     return result
+
+
+def _mask_hooks(
+    masks: MaskSet, gamma: IncrementalGamma | None, loss: TrainingLoss, val_loader: DataLoader
+) -> TrainingHooks:
+    """Mask training's hooks, plus certified selection when the loss is a CertifiedLoss."""
+    hooks = MaskTrainingHooks(masks, gamma)
+    return HookChain(hooks, EpsilonRampHooks(loss, val_loader)) if isinstance(loss, CertifiedLoss) else hooks
 
 
 def _project_and_settle(
@@ -113,7 +137,7 @@ def _project_and_settle(
         return TrainResult(learned.history, learned.best_epoch if learned.selected else last, learned.best_score)
     trainable = masks.score_parameters() + batchnorm_parameters(model)
     settled = fit(model, loss, train_loader, val_loader, replace(config, epochs=settle), parameters=trainable,
-                  hooks=MaskTrainingHooks(masks), description="harp prune (projected rates)", **common)
+                  hooks=_mask_hooks(masks, None, loss, val_loader), description="harp prune (projected rates)", **common)
     offset = len(learned.history)
     for record in settled.history:
         record.epoch += offset
@@ -165,6 +189,7 @@ def prune_fine_grained(
     strict: bool = True,
 ) -> PhaseResult:
     """Unstructured HARP/HYDRA/LWM end to end: (pre-train) → prune → fine-tune with fixed masks."""
+    check_selection(loss, val_attack)
     pretrained = None
     if pretrain is not None:
         pretrained = fit(model, loss, train_loader, val_loader, pretrain, val_attack=val_attack,

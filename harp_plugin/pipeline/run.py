@@ -85,7 +85,7 @@ class _Session:
     device: str
     data: RunData
     loss: TrainingLoss
-    val_attack: Attack
+    val_attack: Attack | None  # None in certified runs: they select on IBP-certified accuracy
     log: Callable[[str], None] = print
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -110,18 +110,16 @@ class _Session:
         ``snapshot_epoch`` K > 0 the state after epoch K is saved for ``--rewind epoch:K``.
         """
         loss, ramp_hooks, config = self.loss, None, TrainConfig(epochs=epochs, lr=lr)
-        val_attack = self.val_attack
         if self.config.train == "certified":
             loss = certified_loss(self.config, epochs if ramp else 0)
             ramp_hooks = EpsilonRampHooks(loss, self.data.val_loader)
-            val_attack = None  # selection by IBP-certified validation accuracy instead
             config = TrainConfig(epochs=epochs, lr=self.config.certified_lr, optimizer="adam",
                                  weight_decay=0.0, grad_clip=8.0)
         hooks = ramp_hooks
         if snapshot_epoch:
             hooks = EpochSnapshot(snapshot_epoch, snapshot_path(Path(self.config.out_dir), snapshot_epoch), ramp_hooks)
         result = fit(
-            model, loss, self.data.train_loader, self.data.val_loader, config, val_attack=val_attack,
+            model, loss, self.data.train_loader, self.data.val_loader, config, val_attack=self.val_attack,
             hooks=hooks, checkpoint_path=Path(self.config.out_dir) / checkpoint, resume=self.config.resume,
             device=self.device, progress=self.config.progress, description=description,
         )
@@ -253,7 +251,7 @@ def _open_session(config: RunConfig, log: Callable[[str], None]) -> _Session:
             certified_loss(config, 0) if config.train == "certified"
             else build_loss(config.train_loss, eps=config.eps, steps=config.train_attack_steps)
         ),
-        val_attack=pgd(config.eps, steps=config.val_attack_steps),
+        val_attack=None if config.train == "certified" else pgd(config.eps, steps=config.val_attack_steps),
         log=log,
     )
 
@@ -265,6 +263,8 @@ def _prune(
 
     With ``rewind_state`` the surviving weights go back to it after every round (under the
     masks in fine-grained mode); retraining ramps ε again when that state predates the full ε.
+    Certified runs have no validation attack: given the CertifiedLoss, ``train_masks`` picks
+    the score-training epoch on IBP-certified validation accuracy, like every certified phase.
     """
     config = session.config
     prune_config = TrainConfig(epochs=config.prune_epochs, lr=config.prune_lr)

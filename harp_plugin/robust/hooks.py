@@ -42,3 +42,26 @@ class TrainingHooks:
     def selectable(self) -> bool:
         """Whether the current state may be chosen as the best checkpoint."""
         return True
+
+
+class HookChain(TrainingHooks):
+    """Several hooks as one, called in order: regularisers add up, and an epoch is selectable
+    only when every hook allows it (e.g. mask training's target gate and the ε ramp's)."""
+
+    def __init__(self, *hooks: TrainingHooks) -> None:
+        self.hooks = hooks
+
+    def on_batch_start(self, model: nn.Module, batch_index: int, batches_per_epoch: int) -> None:
+        for hook in self.hooks:
+            hook.on_batch_start(model, batch_index, batches_per_epoch)
+
+    def regulariser(self, model: nn.Module) -> torch.Tensor | None:
+        terms = [term for term in (hook.regulariser(model) for hook in self.hooks) if term is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def on_epoch_end(self, model: nn.Module, record: EpochRecord) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_end(model, record)
+
+    def selectable(self) -> bool:
+        return all(hook.selectable() for hook in self.hooks)
