@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from harp_plugin.robust import PGDATLoss, StandardLoss, TrainConfig, TrainingHooks, fit, pgd
 from harp_plugin.robust.checkpoint import load_checkpoint
+from harp_plugin.robust.hooks import EpochRecord, HookChain
 
 
 def test_training_learns_and_validates_every_epoch(tiny_model, tiny_loaders) -> None:
@@ -210,3 +211,33 @@ def test_a_later_error_caused_by_a_non_finite_loss_reports_the_loss(tiny_model, 
         fit(tiny_model, RecordedLoss(poison=(1, 2)), uneven_loader(tiny_data), tiny_loaders[1],
             TrainConfig(epochs=1, lr=0.1), hooks=FailsOnNaNWeights(), progress=False)
     assert isinstance(caught.value.__context__, ValueError)
+
+
+def test_a_hook_chain_calls_every_hook_in_order_adds_regularisers_and_gates_on_all() -> None:
+    calls: list[str] = []
+
+    class Fixed(TrainingHooks):
+        def __init__(self, name: str, term: float | None, selectable: bool) -> None:
+            self.name, self.term, self.ok = name, term, selectable
+
+        def on_batch_start(self, model, batch_index, batches_per_epoch) -> None:
+            calls.append(f"batch {self.name}")
+
+        def regulariser(self, model):
+            return None if self.term is None else torch.tensor(self.term)
+
+        def on_epoch_end(self, model, record) -> None:
+            calls.append(f"epoch {self.name}")
+
+        def selectable(self) -> bool:
+            return self.ok
+
+    model = torch.nn.Linear(1, 1)
+    chain = HookChain(Fixed("a", 2.0, True), Fixed("b", None, True), Fixed("c", 3.0, False))
+    chain.on_batch_start(model, 0, 1)
+    chain.on_epoch_end(model, EpochRecord(0, 0.0, 0.0, None, 0.1))
+    assert calls == ["batch a", "batch b", "batch c", "epoch a", "epoch b", "epoch c"]
+    assert float(chain.regulariser(model)) == 5.0
+    assert not chain.selectable()
+    assert HookChain(Fixed("d", None, True), Fixed("e", None, True)).selectable()
+    assert HookChain(Fixed("f", None, True)).regulariser(model) is None
