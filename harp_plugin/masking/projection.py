@@ -5,7 +5,8 @@ above or below it. The projection adds one shared offset δ to every rate logit,
 a_min + (1 − a_min)·σ(r⁽ˡ⁾ + δ), and bisects δ for the largest kept cost within the budget:
 a shared shift in logit space keeps the order the rates learned (the layer that learned to
 keep more still keeps more). The counts are integers, so the last step of the bisection may
-overshoot; the slack left is filled one entry at a time, the highest learned rates first.
+overshoot; the slack left is filled one entry at a time, the highest learned rates first, and
+then closed further by exchanges (one entry of a low-rate group given back for cheaper ones).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def project_onto_budget(masks: MaskSet, budget: float | None = None) -> Projecti
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2.0
         low, high = (middle, high) if fits(counts_at(middle)) else (low, middle)
-    counts = _fill(counts_at(low), learned, logits, fits)
+    counts = _exchange(_fill(counts_at(low), learned, logits, fits), learned, logits, fits, masks.cost_fraction)
     for name, mask in learned.items():
         mask.fix_count(counts[name])
     return Projection(low, counts, masks.cost_fraction(counts), budget)
@@ -91,9 +92,11 @@ def check_feasible(masks: MaskSet, budget: float) -> None:
         raise TargetNotReachedError(_infeasible_message(masks, budget, floor_cost))
 
 
-def _fill(counts: dict[str, int], learned: dict, logits: dict[str, float], fits) -> dict[str, int]:
-    """Add single entries, highest learned rate first, round-robin, while the budget holds."""
-    order = sorted(learned, key=lambda name: -logits[name])
+def _fill(counts: dict[str, int], learned: dict, logits: dict[str, float], fits, skip: str | None = None,
+          ) -> dict[str, int]:
+    """Add single entries, highest learned rate first, round-robin, while the budget holds
+    (never to ``skip``)."""
+    order = sorted((name for name in learned if name != skip), key=lambda name: -logits[name])
     grown = True
     while grown:
         grown = False
@@ -102,6 +105,24 @@ def _fill(counts: dict[str, int], learned: dict, logits: dict[str, float], fits)
                 trial = {**counts, name: counts[name] + learned[name].count_step}
                 if fits(trial):
                     counts, grown = trial, True
+    return counts
+
+
+def _exchange(counts: dict[str, int], learned: dict, logits: dict[str, float], fits, cost) -> dict[str, int]:
+    """Give back one step of a group (lowest learned rate first) when refilling the slack with
+    cheaper groups then keeps more: closes what the integer counts leave below the budget."""
+    floors = {name: mask.count_for(float(mask.min_kept)) for name, mask in learned.items()}
+    improved = True
+    while improved:
+        improved = False
+        for name in sorted(learned, key=lambda n: logits[n]):
+            if counts[name] - learned[name].count_step < floors[name]:
+                continue
+            trial = _fill({**counts, name: counts[name] - learned[name].count_step}, learned, logits, fits,
+                          skip=name)
+            if cost(trial) > cost(counts):
+                counts, improved = trial, True
+                break
     return counts
 
 
