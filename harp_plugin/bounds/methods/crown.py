@@ -26,7 +26,7 @@ from harp_plugin.bounds.operators.base import AffineOp, BoundOp, Interval, Relax
 WORKING_COPIES = 8
 """Coefficient-sized tensors alive at once during a backward pass (A, its two signs, the
 products, the result, a pending sum): the memory budget is divided by this and the element
-size (with 6, small_cnn's 32-image full CROWN peaked about 13% above its budget)."""
+size (with 6, small_cnn's 32-image full CROWN peaked above its budget)."""
 
 
 def backward_lower_bound(
