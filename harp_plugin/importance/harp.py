@@ -120,10 +120,14 @@ class HarpImportance(tp.importance.Importance):
             pruner_options=pruner_options,
         )
         self.pruner_options = dict(pruner_options or {})
-        result = train_masks(
-            model, masks, loss, train_loader, val_loader, config, gamma=self.gamma, budget=self.flops_target,
-            val_attack=val_attack, progress=progress, strict=strict,
-        )
+        try:
+            result = train_masks(
+                model, masks, loss, train_loader, val_loader, config, gamma=self.gamma, budget=self.flops_target,
+                val_attack=val_attack, progress=progress, strict=strict,
+            )
+        except BaseException:
+            remove_masks(masks, how="dense")  # θ was frozen: the model is back as the user gave it
+            raise
         self.projection = masks.projection
         self.adopt(masks, example_inputs)
         return result

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, TensorDataset
 
 from harp_plugin.importance import HarpImportance, NotFittedError, TargetNotReachedError
@@ -100,11 +101,19 @@ def test_validation_runs_the_given_attack(sequential: nn.Sequential) -> None:
 
 
 def test_a_run_that_selects_no_epoch_raises_unless_told_not_to(sequential: nn.Sequential) -> None:
-    """Zero prune epochs: no epoch can be selected, so the target counts as never reached."""
+    """Zero prune epochs: no epoch can be selected, so the target counts as never reached; the
+    failed fit leaves the model as it was (no masks left attached, same state), so a second
+    fit on it works."""
     train, val = loaders()
+    before = {k: v.clone() for k, v in sequential.state_dict().items()}
     with pytest.raises(TargetNotReachedError, match="hydra never reached the target kept fraction 0.5 in 0 epochs"):
         HarpImportance(0.5, "hydra").fit(sequential, train, loss=StandardLoss(), val_loader=val,
                                          config=TrainConfig(epochs=0, lr=0.1))
+    assert not any(parametrize.is_parametrized(m) for m in sequential.modules())
+    after = sequential.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    HarpImportance(0.5, "hydra").fit(sequential, train, loss=StandardLoss(), val_loader=val,
+                                     config=TrainConfig(epochs=1, lr=0.1))
     with pytest.warns(UserWarning, match="hydra never reached the target"):
         HarpImportance(0.5, "hydra").fit(tiny_cnn(), train, loss=StandardLoss(), val_loader=val,
                                          config=TrainConfig(epochs=0, lr=0.1), strict=False)
