@@ -5,6 +5,7 @@ import torch_pruning as tp
 
 from harp_plugin.importance import HarpImportance
 from harp_plugin.masking import attach_masks, project_onto_budget
+from harp_plugin.masking.errors import MaskingError
 from harp_plugin.models.resnet import resnet18
 from tests.harp.conftest import tiny_cnn
 
@@ -62,3 +63,32 @@ def test_a_resnet_pruned_after_projection_keeps_its_budget_within_half_a_percent
     importance.make_pruner(model, example).step()
     share = _conv_linear_flops(model, example) / dense
     assert budget * (1 - 0.005) <= share <= budget * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("budget", [0.0, -0.1, 1.5])
+def test_a_budget_outside_zero_one_is_refused_by_value_and_nothing_changes(budget: float) -> None:
+    masks = attach_masks(tiny_cnn(), 0.5)
+    before = {name: (m.mask.clone(), m.rate_logit.detach().clone()) for name, m in masks.masks().items()}
+    with pytest.raises(MaskingError, match=rf"budget must be a share of the dense cost in \(0, 1\], got {budget}"):
+        project_onto_budget(masks, budget)
+    for name, m in masks.masks().items():
+        assert torch.equal(m.mask, before[name][0]) and torch.equal(m.rate_logit.detach(), before[name][1])
+        assert m.rate_logit.requires_grad, "a refused projection leaves the rates trainable"
+
+
+def test_masks_without_learned_rates_are_refused_by_method() -> None:
+    masks = attach_masks(tiny_cnn(), 0.5, method="hydra")
+    with pytest.raises(MaskingError, match="only HARP's learned rates are projected; these masks are 'hydra'"):
+        project_onto_budget(masks)
+
+
+def test_an_explicit_budget_replaces_the_uniform_one() -> None:
+    """Budget 1.0 (keep everything allowed) with every rate pushed to the floor: the counts must
+    rise to the whole network, not stop at the uniform masks' 50 % share (parameter cost by hand)."""
+    masks = attach_masks(tiny_cnn(), 0.5)
+    with torch.no_grad():
+        for mask in masks.masks().values():
+            mask.rate_logit.fill_(-5.0)
+    projection = project_onto_budget(masks, 1.0)
+    assert projection.counts == {name: m.units for name, m in masks.masks().items()}
+    assert projection.budget == 1.0
