@@ -37,7 +37,7 @@ from bench_harp import (
 )
 from harp_plugin.importance.channels import prune_channels
 from harp_plugin.importance.phases import train_masks
-from harp_plugin.masking import attach_masks
+from harp_plugin.masking import attach_masks, conv_linear_flops
 from harp_plugin.models.resnet import resnet18
 from harp_plugin.robust.attacks import pgd
 from harp_plugin.robust.losses import PGDATLoss
@@ -79,13 +79,6 @@ def example(model: nn.Module) -> torch.Tensor:
     return SAMPLE.to(next(model.parameters()).device)
 
 
-def flops(model: nn.Module) -> float:
-    """Conv/Linear FLOPs by Torch-Pruning's own layer-wise counter (what HARP's budget counts;
-    the counter's total also has BatchNorm, ReLU and pooling)."""
-    per_layer = tp.utils.count_ops_and_params(model, example(model), layer_wise=True)[2]
-    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and v))
-
-
 def total_ops(model: nn.Module) -> float:
     return float(tp.utils.count_ops_and_params(model, example(model))[0])
 
@@ -95,7 +88,7 @@ def uniform_flops_share(base: nn.Module, kept: float) -> float:
     model = copy.deepcopy(base)
     tp.MetaPruner(model, example(model), importance=tp.importance.RandomImportance(), pruning_ratio=1.0 - kept,
                   ignored_layers=[model[-1]]).step()
-    return flops(model) / flops(base)
+    return conv_linear_flops(model, example(model)) / conv_linear_flops(base, example(base))
 
 
 def channel_kept_for(base: nn.Module, target: float) -> float:
@@ -158,7 +151,7 @@ def run_one(args: argparse.Namespace, base: nn.Module, seed: int, target: float,
     projection = getattr(importance, "projection", None)
     return {
         "seed": seed, "target": target, "kept_channels": kept, "method": method, **evaluate(model, test, args),
-        "flops": flops(model) / flops(base), "uniform_flops": uniform_flops_share(base, kept),
+        "flops": conv_linear_flops(model, example(model)) / conv_linear_flops(base, example(base)), "uniform_flops": uniform_flops_share(base, kept),
         "total_ops": total_ops(model) / total_ops(base),
         "projected_error": None if projection is None else projection.arrival_error,
     }

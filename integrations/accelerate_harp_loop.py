@@ -23,7 +23,7 @@ from torch import nn
 from harp_plugin.data import load_dataset, make_loaders
 from harp_plugin.importance import HarpImportance
 from harp_plugin.importance.phases import batchnorm_parameters
-from harp_plugin.masking import attach_masks, project_onto_budget
+from harp_plugin.masking import attach_masks, conv_linear_flops, project_onto_budget
 from harp_plugin.masking.hooks import MaskTrainingHooks
 from harp_plugin.models import model_device, small_cnn
 from harp_plugin.robust.evaluation import predict
@@ -50,12 +50,6 @@ def train(accelerator: Accelerator, model: nn.Module, loader, epochs: int, lr: f
             optimiser.step()
 
 
-def layer_flops(model: nn.Module, example_inputs: torch.Tensor) -> float:
-    """Conv/Linear MACs by Torch-Pruning's own counter (what HARP's FLOPs budget counts)."""
-    per_layer = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)[2]
-    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear))))
-
-
 def accuracy(model: nn.Module, loader) -> float:
     return predict(model, loader, progress=False).accuracy("clean")
 
@@ -72,7 +66,7 @@ def main() -> None:
 
     train(accelerator, model, train_loader, epochs=2, lr=0.05)
     before = tp.utils.count_ops_and_params(model, example_inputs)
-    dense_flops = layer_flops(model, example_inputs)   # before the masks: counted on the plain model
+    dense_flops = conv_linear_flops(model, example_inputs)   # before the masks: counted on the plain model
     print(f"dense: val clean accuracy {accuracy(model, val):.3f}")
 
     gamma = IncrementalGamma(0.2, period=0.25)
@@ -90,7 +84,7 @@ def main() -> None:
     print(f"projected onto the budget: {project_onto_budget(masks).kept_cost:.4f}")
     importance.adopt(masks, example_inputs)
     importance.make_pruner(model, example_inputs).step()
-    print(f"the pruned network keeps {layer_flops(model, example_inputs) / dense_flops:.4f} of the Conv/Linear FLOPs")
+    print(f"the pruned network keeps {conv_linear_flops(model, example_inputs) / dense_flops:.4f} of the Conv/Linear FLOPs")
 
     train(accelerator, model, train_loader, epochs=1, lr=0.01)   # fresh optimiser on the new parameters
     macs, params = tp.utils.count_ops_and_params(model, example_inputs)

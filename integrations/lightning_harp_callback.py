@@ -24,7 +24,7 @@ from torch import nn
 from harp_plugin.data import load_dataset, make_loaders
 from harp_plugin.importance import HarpImportance
 from harp_plugin.importance.phases import batchnorm_parameters
-from harp_plugin.masking import attach_masks, project_onto_budget
+from harp_plugin.masking import attach_masks, conv_linear_flops, project_onto_budget
 from harp_plugin.masking.hooks import MaskTrainingHooks
 from harp_plugin.models import model_device, small_cnn
 from harp_plugin.robust.evaluation import predict
@@ -65,7 +65,7 @@ class HarpPruningCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         model = pl_module.model
-        self.dense_flops = layer_flops(model, self.example_inputs.to(model_device(model)))  # the plain model
+        self.dense_flops = conv_linear_flops(model, self.example_inputs.to(model_device(model)))  # the plain model
         self.masks = attach_masks(model, self.importance.target_kept, mode="channel", method="harp",
                                   kept_init=self.importance.kept_init, example_inputs=self.example_inputs)
         keep = {id(p) for p in self.masks.score_parameters() + batchnorm_parameters(model)}
@@ -84,14 +84,8 @@ class HarpPruningCallback(pl.Callback):
         print(f"projected onto the budget: {project_onto_budget(self.masks).kept_cost:.4f}")
         self.importance.adopt(self.masks, self.example_inputs)
         self.importance.make_pruner(pl_module.model, self.example_inputs).step()
-        share = layer_flops(pl_module.model, self.example_inputs.to(model_device(pl_module.model))) / self.dense_flops
+        share = conv_linear_flops(pl_module.model, self.example_inputs.to(model_device(pl_module.model))) / self.dense_flops
         print(f"the pruned network keeps {share:.4f} of the Conv/Linear FLOPs")
-
-
-def layer_flops(model: nn.Module, example_inputs: torch.Tensor) -> float:
-    """Conv/Linear MACs by Torch-Pruning's own counter (what HARP's FLOPs budget counts)."""
-    per_layer = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)[2]
-    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear))))
 
 
 def accuracy(model: nn.Module, loader) -> float:

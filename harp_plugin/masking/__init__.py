@@ -9,7 +9,7 @@ Typical use::
     print(format_report(sparsity_report(masks)))
     remove_masks(masks, how="prune")         # or "zero" / "dense"
 """
-from harp_plugin.masking.cost import CostModel, LayerCost
+from harp_plugin.masking.cost import CostModel, LayerCost, conv_linear_flops
 from harp_plugin.masking.errors import MaskingError, TargetNotReachedError, UnsupportedLayerError
 from harp_plugin.masking.export import LayerSparsity, format_report, full_masks, remove_masks, sparsity_report
 from harp_plugin.masking.mask_set import METHODS, MODES, MaskSet, attach_masks, default_kept_init
@@ -20,6 +20,7 @@ __all__ = [
     "METHODS",
     "MODES",
     "CostModel",
+    "conv_linear_flops",
     "FixedRateScoreMask",
     "LayerCost",
     "LayerSparsity",

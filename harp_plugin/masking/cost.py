@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from harp_plugin.masking.layers import LayerTrace
@@ -117,3 +118,11 @@ def _width(module: nn.Module, side: str) -> int:
     if isinstance(module, nn.Linear):
         return module.out_features if side == "out" else module.in_features
     return module.out_channels if side == "out" else module.in_channels
+
+
+def conv_linear_flops(model: nn.Module, example_inputs: torch.Tensor) -> float:
+    """Conv/Linear MACs of ``model`` by Torch-Pruning's own layer-wise counter: the quantity a
+    HARP FLOPs budget is a share of (the counter's total also has BatchNorm, ReLU and pooling).
+    Count on the plain model: with channel masks attached the counter misses masked layers."""
+    per_layer = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)[2]
+    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear))))

@@ -9,26 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from torch import nn
 
+from harp_plugin.masking import conv_linear_flops
 from harp_plugin.models import small_cnn
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "integrations").glob("*.py"))
 HARP_LOOPS = {"accelerate_harp_loop", "lightning_harp_callback"}  # own loops: SmallCNN width 8, 50 % of channels
 
 
-def conv_linear_flops(model: nn.Module) -> float:
-    per_layer = tp.utils.count_ops_and_params(model, torch.zeros(1, 1, 28, 28), layer_wise=True)[2]
-    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear))))
-
-
 def uniform_budget() -> float:
     """The FLOPs share Torch-Pruning's uniform 50 % channel pruning keeps: the examples' budget."""
     model = small_cnn(width=8)
-    dense = conv_linear_flops(model)
+    dense = conv_linear_flops(model, torch.zeros(1, 1, 28, 28))
     tp.MetaPruner(model, torch.zeros(1, 1, 28, 28), importance=tp.importance.RandomImportance(), pruning_ratio=0.5,
                   ignored_layers=[model[-1]]).step()
-    return conv_linear_flops(model) / dense
+    return conv_linear_flops(model, torch.zeros(1, 1, 28, 28)) / dense
 
 
 @pytest.mark.slow

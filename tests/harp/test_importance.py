@@ -6,6 +6,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from harp_plugin.importance import HarpImportance, NotFittedError, TargetNotReachedError
+from harp_plugin.masking import conv_linear_flops
 from harp_plugin.robust.losses import PGDATLoss
 from harp_plugin.robust.training import TrainConfig
 from harp_plugin.schedulers import IncrementalGamma
@@ -101,12 +102,6 @@ def test_mismatched_example_inputs_are_an_error(sequential: nn.Sequential) -> No
         imp.make_pruner(sequential, torch.randn(1, 3, 32, 32))
 
 
-def _flops(model: nn.Module, example_inputs: torch.Tensor) -> float:
-    """Conv/Linear FLOPs of a (physically pruned) model by Torch-Pruning's layer-wise counter."""
-    per_layer = tp.utils.count_ops_and_params(model, example_inputs, layer_wise=True)[2]
-    return float(sum(v for m, v in per_layer.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and v))
-
-
 @pytest.mark.parametrize("gamma0", [0.0, 50.0])
 def test_harp_lands_on_the_uniform_budget_whatever_gamma(residual: nn.Sequential, gamma0: float) -> None:
     """γ = 0 never pushes the rates down, a huge γ drives them to the floor: both must arrive."""
@@ -121,7 +116,7 @@ def test_harp_lands_on_the_uniform_budget_whatever_gamma(residual: nn.Sequential
                              pruning_ratio=0.5, ignored_layers=[uniform[-1]])
     baseline.step()
     # Torch-Pruning's own FLOP counter on both pruned networks: an independent measure of arrival
-    achieved, budget = _flops(residual, example_inputs), _flops(uniform, example_inputs)
+    achieved, budget = conv_linear_flops(residual, example_inputs), conv_linear_flops(uniform, example_inputs)
     assert budget * 0.995 <= achieved <= budget * (1 + 1e-9)
     assert -0.005 <= imp.projection.arrival_error <= 0.0
 

@@ -4,7 +4,7 @@ import torch
 import torch_pruning as tp
 
 from harp_plugin.importance import HarpImportance
-from harp_plugin.masking import attach_masks, project_onto_budget
+from harp_plugin.masking import attach_masks, conv_linear_flops, project_onto_budget
 from harp_plugin.masking.errors import MaskingError
 from harp_plugin.models.resnet import resnet18
 from tests.harp.conftest import tiny_cnn
@@ -34,11 +34,6 @@ def test_projection_lands_on_the_budget_in_the_learned_order(logits: tuple[float
     assert all(m.scores.requires_grad for m in masks.masks().values())
 
 
-def _conv_linear_flops(model: torch.nn.Module, example: torch.Tensor) -> float:
-    per_layer = tp.utils.count_ops_and_params(model, example, layer_wise=True)[2]
-    return float(sum(v for m, v in per_layer.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))))
-
-
 def test_a_resnet_pruned_after_projection_keeps_its_budget_within_half_a_percent() -> None:
     """ResNet18 width 8 at 64 % of channels pruned: with these rates the single-channel fill alone
     stopped 0.65 % below the budget (no further channel fitted); giving back a channel of a
@@ -46,10 +41,10 @@ def test_a_resnet_pruned_after_projection_keeps_its_budget_within_half_a_percent
     Torch-Pruning (uniform pruning; the physically pruned network)."""
     example, kept = torch.zeros(1, 1, 28, 28), 0.35931579589843754
     uniform = resnet18(10, in_channels=1, width=8)
-    dense = _conv_linear_flops(uniform, example)
+    dense = conv_linear_flops(uniform, example)
     tp.MetaPruner(uniform, example, importance=tp.importance.RandomImportance(), pruning_ratio=1 - kept,
                   ignored_layers=[uniform[-1]]).step()
-    budget = _conv_linear_flops(uniform, example) / dense
+    budget = conv_linear_flops(uniform, example) / dense
     torch.manual_seed(5)
     model = resnet18(10, in_channels=1, width=8)
     masks = attach_masks(model, kept, mode="channel", method="harp", example_inputs=example,
@@ -61,7 +56,7 @@ def test_a_resnet_pruned_after_projection_keeps_its_budget_within_half_a_percent
     importance = HarpImportance(kept)
     importance.adopt(masks, example)
     importance.make_pruner(model, example).step()
-    share = _conv_linear_flops(model, example) / dense
+    share = conv_linear_flops(model, example) / dense
     assert budget * (1 - 0.005) <= share <= budget * (1 + 1e-9)
 
 
